@@ -1,0 +1,78 @@
+/*
+ * batch.h -- a list of Redis commands built during one flush.
+ *
+ * Aggregates describe what changed since the last flush by appending
+ * commands to a ps_batch; sinks/redis_sink.c sends the whole batch as one
+ * MULTI/EXEC transaction.  The batch knows nothing about the network, so it
+ * can be inspected in unit tests.
+ *
+ * Memory: all arguments are copied into two growable arenas (bytes and
+ * argument offsets) that ps_batch_clear() rewinds without freeing, so a
+ * steady-state flush allocates nothing.  Arguments are binary-safe.
+ *
+ * Building a command:
+ *     ps_batch_begin(b, "HSET");
+ *     ps_batch_arg_key(b, "cust:", id, NULL);        -> "ps:cust:<id>"
+ *     ps_batch_arg_cstr(b, "events");
+ *     ps_batch_arg_i64(b, 42);
+ *     ps_batch_end(b);
+ * A command begun must be ended before the next begins (asserted).
+ * ps_batch_end() on a command with only its name is dropped, so a writer
+ * may begin an HSET and end it without adding fields.
+ *
+ * Number formatting (contract section 3): integers exactly; doubles with
+ * "%.17g" so saved values round-trip; non-finite doubles are written as
+ * "nan", "inf" or "-inf" (aggregates should never produce them).
+ */
+#ifndef PS_BATCH_H
+#define PS_BATCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+
+typedef struct ps_batch ps_batch;
+
+/* New empty batch; every key built with ps_batch_arg_key starts with
+ * prefix (copied; e.g. "ps:").  NULL on allocation failure. */
+ps_batch *ps_batch_new(const char *prefix);
+void ps_batch_destroy(ps_batch *b); /* NULL is a no-op */
+
+/* Forget all commands, keep the memory. */
+void ps_batch_clear(ps_batch *b);
+
+/* The prefix given to ps_batch_new. */
+const char *ps_batch_prefix(const ps_batch *b);
+
+/* Number of complete commands, and total bytes of their arguments. */
+size_t ps_batch_count(const ps_batch *b);
+size_t ps_batch_bytes(const ps_batch *b);
+
+/* Start a command: name is its first argument ("HSET", "XADD", ...). */
+void ps_batch_begin(ps_batch *b, const char *name);
+/* Append one argument to the open command. */
+void ps_batch_arg(ps_batch *b, const void *data, size_t len);
+void ps_batch_arg_cstr(ps_batch *b, const char *s);
+void ps_batch_arg_str(ps_batch *b, ps_str s); /* null ps_str -> "" */
+void ps_batch_arg_i64(ps_batch *b, int64_t v);
+void ps_batch_arg_dbl(ps_batch *b, double v);
+void ps_batch_arg_fmt(ps_batch *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Append the key prefix + head + id + tail (head, tail may be NULL),
+ * e.g. ps_batch_arg_key(b, "cust:", id, ":intent"). */
+void ps_batch_arg_key(ps_batch *b, const char *head, ps_str id,
+                      const char *tail);
+/* Close the open command (dropped if it has no argument besides its name). */
+void ps_batch_end(ps_batch *b);
+/* Abandon the open command, if any. */
+void ps_batch_cancel(ps_batch *b);
+
+/* Read access for sinks and tests.  argv/argvlen must have room for
+ * ps_batch_argc(b, i) entries; the pointers stay valid until the next
+ * modification of the batch. */
+size_t ps_batch_argc(const ps_batch *b, size_t i);
+void ps_batch_argv(const ps_batch *b, size_t i, const char **argv,
+                   size_t *argvlen);
+
+#endif
