@@ -1,1 +1,1072 @@
-/* placeholder: being written */
+/*
+ * run.c -- `propstream run`: the main loop from Kafka to Redis.
+ *
+ * One thread does everything, in rounds:
+ *
+ *   collect   poll up to batch-max messages (or until the flush is due);
+ *             decode each; bad ones become a dead-letter XADD in `dlq`
+ *             (and optionally a message on the DLQ topic); good ones are
+ *             copied into a per-round arena (no allocation per event).
+ *   process   look up the round's customers; those not in memory are
+ *             fetched from ps:state:cust:{id} in ONE pipelined round trip;
+ *             then every event goes through the aggregate pipeline.
+ *   flush     every flush-interval-ms: one MULTI/EXEC with every changed
+ *             customer (written once however often it was touched), the
+ *             shared deltas, the dead letters, the metrics deltas, the
+ *             next offset of every partition (ps:offsets:{group}) and a
+ *             flush token.
+ *
+ * Exactly-once.  Redis holds the offsets together with what they produced,
+ * so a restart (or a new owner after a rebalance) seeks to those offsets
+ * and reloads customers from ps:state: -- nothing is applied twice and
+ * nothing skipped.  When a flush fails, the outcome is unknown (EXEC may
+ * have been applied with its reply lost).  The loop then stops consuming
+ * (partitions paused, no polling), waits for Redis, and reads back the
+ * flush token (ps:state:flush:{group}, field = this instance, value = the
+ * flush sequence number): if the token is there the flush landed,
+ * otherwise the same content is written again.  Nothing is applied to
+ * memory in between, so the retried transaction is identical.
+ *
+ * Rebalance.  On assignment, offsets come from Redis (not from Kafka's
+ * commits).  On revocation the pending round is processed and flushed
+ * first, then every customer is dropped from memory: another instance may
+ * own them next, and they are reloaded from Redis when seen again.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../aggregates/pipeline.h"
+#include "../cli/commands.h"
+#include "../common/batch.h"
+#include "../common/config.h"
+#include "../common/error.h"
+#include "../common/log.h"
+#include "../sinks/redis_sink.h"
+#include "decode.h"
+#include "kafka.h"
+
+/* ------------------------------------------------------------- options */
+
+typedef struct run_opts {
+    char *bootstrap;
+    ps_strlist topics;
+    char *group;
+    char *redis;
+    bool exit_at_end;
+    char *prefix;
+    int64_t flush_interval_ms;
+    int64_t batch_max;
+    char *schema_dir;
+    char *dlq_topic;
+    int64_t stream_maxlen;
+    int64_t stats_interval_s;
+    int64_t kafka_timeout_ms;
+    char *redis_user;
+    char *redis_password;
+    int64_t redis_db;
+    int64_t redis_timeout_ms;
+    bool print_config;
+} run_opts;
+
+#define OPT(field) offsetof(run_opts, field)
+
+static const ps_option run_options[] = {
+    {"bootstrap", 'b', PS_OPT_STR, NULL, 1, 0, NULL,
+     "Kafka bootstrap servers, host:port[,host:port...]", OPT(bootstrap),
+     PS_OPT_REQUIRED},
+    {"topics", 't', PS_OPT_LIST, "events", 1, 0, NULL,
+     "topics to consume (comma-separated or repeated)", OPT(topics), 0},
+    {"group", 'g', PS_OPT_STR, "propstream", 1, 0, NULL,
+     "Kafka consumer group; also names ps:offsets:{group}", OPT(group), 0},
+    {"redis", 'r', PS_OPT_STR, "127.0.0.1:6379", 1, 0, NULL,
+     "Redis server, host:port", OPT(redis), 0},
+    {"exit-at-end", 'e', PS_OPT_BOOL, "false", 1, 0, NULL,
+     "exit 0 once every assigned partition is consumed to its end and "
+     "flushed",
+     OPT(exit_at_end), 0},
+    {"prefix", 0, PS_OPT_STR, "ps:", 1, 0, NULL,
+     "prefix of every Redis key written", OPT(prefix), 0},
+    {"flush-interval-ms", 'f', PS_OPT_INT, "100", 1, 60000, "ms",
+     "how often changes are written to Redis (one transaction each)",
+     OPT(flush_interval_ms), 0},
+    {"batch-max", 0, PS_OPT_INT, "5000", 1, 1000000, "events",
+     "most messages consumed before they are applied", OPT(batch_max), 0},
+    {"schema-dir", 0, PS_OPT_STR, NULL, 1, 0, NULL,
+     "directory of writer schemas <id>.avsc for Confluent-framed Avro "
+     "(id 1 defaults to the built-in schemas/event.avsc)",
+     OPT(schema_dir), 0},
+    {"dlq-topic", 0, PS_OPT_STR, NULL, 1, 0, NULL,
+     "also copy bad records to this Kafka topic (at least once)",
+     OPT(dlq_topic), 0},
+    {"stream-maxlen", 0, PS_OPT_INT, "100000", 1, 1e9, "entries",
+     "approximate cap of the ps:dlq stream (XADD MAXLEN ~)",
+     OPT(stream_maxlen), 0},
+    {"stats-interval-s", 0, PS_OPT_INT, "5", 0, 3600, "s",
+     "period of the stats line on stderr (0 = off)", OPT(stats_interval_s),
+     0},
+    {"kafka-timeout-ms", 0, PS_OPT_INT, "10000", 100, 600000, "ms",
+     "how long to wait for Kafka at start before giving up",
+     OPT(kafka_timeout_ms), 0},
+    {"redis-user", 0, PS_OPT_STR, NULL, 1, 0, NULL,
+     "Redis ACL user (with --redis-password)", OPT(redis_user), 0},
+    {"redis-password", 0, PS_OPT_STR, NULL, 1, 0, NULL,
+     "Redis password (AUTH); never printed", OPT(redis_password),
+     PS_OPT_SECRET},
+    {"redis-db", 0, PS_OPT_INT, "0", 0, 15, NULL, "Redis database number",
+     OPT(redis_db), 0},
+    {"redis-timeout-ms", 0, PS_OPT_INT, "10000", 100, 600000, "ms",
+     "Redis connect and I/O timeout", OPT(redis_timeout_ms), 0},
+    {"print-config", 0, PS_OPT_BOOL, "false", 1, 0, NULL,
+     "print the effective configuration and exit", OPT(print_config), 0},
+};
+#define RUN_OPTIONS_N (sizeof(run_options) / sizeof(run_options[0]))
+
+/* ---------------------------------------------------------------- state */
+
+/* Counters kept as totals (for the stats line) and as deltas since the
+ * last successful flush (HINCRBY into ps:metrics). */
+typedef struct run_counts {
+    int64_t in, applied, bad, dup, late, lost;
+    int64_t bad_by[PS_BAD_REASON_COUNT];
+} run_counts;
+
+typedef struct run_ctx {
+    run_opts *o;
+    ps_config_result *cfg;
+    rd_kafka_t *rk;
+    rd_kafka_t *dlq_rk;
+    ps_decoder *dec;
+    ps_pipeline *pipe;
+    ps_redis_sink *sink;
+    ps_batch *out;  /* the flush transaction */
+    ps_batch *dlq;  /* dead letters waiting for the next flush */
+    ps_parts parts;
+    bool cooperative;
+
+    /* the round's decoded events; strings live in arena */
+    ps_event *evs;
+    size_t ev_n, ev_cap;
+    char *arena;
+    size_t arena_len, arena_cap;
+
+    /* customers to fetch: ids into the round, set for dedup */
+    uint32_t *miss_set; /* 1-based index into miss, 0 = empty */
+    size_t miss_set_cap;
+    ps_str *miss;
+    size_t miss_n;
+    char *keybuf;
+    size_t keybuf_cap;
+    const char **keys;
+    size_t *keylens;
+    int load_err;
+
+    run_counts total, delta;
+    uint64_t flush_seq;  /* last successful flush */
+    char instance[40];
+    bool paused;
+    int64_t last_flush_us, flush_us_sum, flushes;
+    int64_t lag;
+    int64_t start_ms;
+    int fatal;
+} run_ctx;
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static int64_t now_ms(int clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ------------------------------------------------------- dead letters */
+
+static size_t base64(const unsigned char *in, size_t n, char *out)
+{
+    static const char tab[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n)
+            v |= in[i + 2];
+        out[o++] = tab[(v >> 18) & 63];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? tab[v & 63] : '=';
+    }
+    return o;
+}
+
+/* At most 1 KiB of base64 in ps:dlq (contract section 1). */
+#define DLQ_PAYLOAD_RAW_MAX 768
+
+static void dead_letter(run_ctx *c, const rd_kafka_message_t *m,
+                        ps_bad_reason reason, const char *detail)
+{
+    char b64[DLQ_PAYLOAD_RAW_MAX / 3 * 4 + 4];
+    size_t raw = m->len < DLQ_PAYLOAD_RAW_MAX ? m->len : DLQ_PAYLOAD_RAW_MAX;
+    size_t n = base64(m->payload, raw, b64);
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    ps_str none = {"", 0};
+
+    ps_batch_begin(c->dlq, "XADD");
+    ps_batch_arg_key(c->dlq, "dlq", none, NULL);
+    ps_batch_arg_cstr(c->dlq, "MAXLEN");
+    ps_batch_arg_cstr(c->dlq, "~");
+    ps_batch_arg_i64(c->dlq, c->o->stream_maxlen);
+    ps_batch_arg_cstr(c->dlq, "*");
+    ps_batch_arg_cstr(c->dlq, "reason");
+    ps_batch_arg_cstr(c->dlq, ps_bad_reason_name(reason));
+    ps_batch_arg_cstr(c->dlq, "detail");
+    ps_batch_arg_cstr(c->dlq, detail);
+    ps_batch_arg_cstr(c->dlq, "topic");
+    ps_batch_arg_cstr(c->dlq, topic);
+    ps_batch_arg_cstr(c->dlq, "partition");
+    ps_batch_arg_i64(c->dlq, m->partition);
+    ps_batch_arg_cstr(c->dlq, "offset");
+    ps_batch_arg_i64(c->dlq, m->offset);
+    ps_batch_arg_cstr(c->dlq, "payload");
+    ps_batch_arg(c->dlq, b64, n);
+    ps_batch_arg_cstr(c->dlq, "payload_encoding");
+    ps_batch_arg_cstr(c->dlq, "base64");
+    ps_batch_arg_cstr(c->dlq, "payload_len");
+    ps_batch_arg_i64(c->dlq, (int64_t)m->len);
+    ps_batch_end(c->dlq);
+
+    if (c->dlq_rk != NULL) {
+        char src[320];
+        snprintf(src, sizeof(src), "%s:%" PRId32 ":%" PRId64, topic,
+                 m->partition, m->offset);
+        const char *rname = ps_bad_reason_name(reason);
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            c->dlq_rk, RD_KAFKA_V_TOPIC(c->o->dlq_topic),
+            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_VALUE(m->payload, m->len),
+            RD_KAFKA_V_KEY(m->key, m->key_len),
+            RD_KAFKA_V_HEADER("propstream.reason", rname, -1),
+            RD_KAFKA_V_HEADER("propstream.source", src, -1), RD_KAFKA_V_END);
+        if (err)
+            ps_warn("dlq topic %s: %s (record kept in ps:dlq)",
+                    c->o->dlq_topic, rd_kafka_err2str(err));
+        rd_kafka_poll(c->dlq_rk, 0);
+    }
+}
+
+/* --------------------------------------------------------- one round */
+
+static void copy_str(run_ctx *c, ps_str *s)
+{
+    if (s->ptr == NULL)
+        return;
+    char *dst = c->arena + c->arena_len;
+    memcpy(dst, s->ptr, s->len);
+    c->arena_len += s->len;
+    s->ptr = dst;
+}
+
+static void handle_message(run_ctx *c, rd_kafka_message_t *m)
+{
+    char detail[256];
+    ps_event ev;
+
+    if (m->err) {
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            ps_part *p = ps_parts_find(&c->parts, rd_kafka_topic_name(m->rkt),
+                                       m->partition);
+            if (p != NULL) {
+                p->eof = true;
+                if (m->offset >= 0)
+                    p->next = m->offset;
+            }
+            return;
+        }
+        ps_warn("kafka: %s", rd_kafka_message_errstr(m));
+        return;
+    }
+    ps_part *p =
+        ps_parts_find(&c->parts, rd_kafka_topic_name(m->rkt), m->partition);
+    if (p == NULL || (p->next >= 0 && m->offset < p->next))
+        return; /* not ours (any more), or already consumed */
+    p->eof = false;
+    p->next = m->offset + 1;
+    c->total.in++;
+    c->delta.in++;
+
+    ps_bad_reason bad = ps_decoder_decode(c->dec, m->payload, m->len, &ev,
+                                          detail, sizeof(detail));
+    if (bad != PS_BAD_NONE) {
+        c->total.bad++;
+        c->delta.bad++;
+        c->total.bad_by[bad]++;
+        c->delta.bad_by[bad]++;
+        dead_letter(c, m, bad, detail);
+        return;
+    }
+    copy_str(c, &ev.event_id);
+    copy_str(c, &ev.customer_id);
+    copy_str(c, &ev.product_id);
+    copy_str(c, &ev.campaign);
+    c->evs[c->ev_n++] = ev;
+}
+
+/* Add id to the round's missing set unless present; keeps first copy. */
+static void miss_add(run_ctx *c, ps_str id)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (uint32_t i = 0; i < id.len; i++)
+        h = (h ^ (unsigned char)id.ptr[i]) * 1099511628211ULL;
+    size_t mask = c->miss_set_cap - 1, i = (size_t)h & mask;
+    while (c->miss_set[i] != 0) {
+        if (ps_str_eq(c->miss[c->miss_set[i] - 1], id))
+            return;
+        i = (i + 1) & mask;
+    }
+    c->miss[c->miss_n++] = id;
+    c->miss_set[i] = (uint32_t)c->miss_n;
+}
+
+static void on_state(void *opaque, size_t i, const char *val, size_t len)
+{
+    run_ctx *c = opaque;
+    int err;
+    if (c->load_err)
+        return;
+    if (ps_pipeline_add(c->pipe, c->miss[i], val, len, &err) == NULL) {
+        c->load_err = err;
+        ps_error("cannot restore %s%s%.*s from Redis: %s", c->o->prefix,
+                 "state:cust:", (int)(c->miss[i].len > 64 ? 64 : c->miss[i].len),
+                 c->miss[i].ptr, ps_err_str(err));
+    }
+}
+
+static void build_keys(run_ctx *c)
+{
+    const char *pre = c->o->prefix, *mid = "state:cust:";
+    size_t pl = strlen(pre), ml = strlen(mid), need = 0;
+
+    for (size_t i = 0; i < c->miss_n; i++)
+        need += pl + ml + c->miss[i].len;
+    if (need > c->keybuf_cap) {
+        free(c->keybuf);
+        c->keybuf_cap = need * 2;
+        c->keybuf = malloc(c->keybuf_cap);
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < c->miss_n; i++) {
+        char *k = c->keybuf + off;
+        memcpy(k, pre, pl);
+        memcpy(k + pl, mid, ml);
+        memcpy(k + pl + ml, c->miss[i].ptr, c->miss[i].len);
+        c->keys[i] = k;
+        c->keylens[i] = pl + ml + c->miss[i].len;
+        off += c->keylens[i];
+    }
+}
+
+static int wait_for_redis(run_ctx *c);
+
+/* Make sure every customer of the round is in memory. */
+static int load_customers(run_ctx *c)
+{
+    c->miss_n = 0;
+    memset(c->miss_set, 0, c->miss_set_cap * sizeof(*c->miss_set));
+    for (size_t i = 0; i < c->ev_n; i++)
+        if (ps_pipeline_find(c->pipe, c->evs[i].customer_id) == NULL)
+            miss_add(c, c->evs[i].customer_id);
+    if (c->miss_n == 0)
+        return PS_OK;
+    build_keys(c);
+    if (c->keybuf == NULL)
+        return PS_ERR_NOMEM;
+    for (;;) {
+        if (ps_redis_sink_get_many(c->sink, c->miss_n, c->keys, c->keylens,
+                                   on_state, c) == PS_OK)
+            break;
+        /* a partial read may have added some customers: keep them (they
+         * came from Redis) and fetch only the rest */
+        if (wait_for_redis(c) < 0)
+            return PS_ERR_IO;
+        size_t k = 0;
+        for (size_t i = 0; i < c->miss_n; i++)
+            if (ps_pipeline_find(c->pipe, c->miss[i]) == NULL)
+                c->miss[k++] = c->miss[i];
+        c->miss_n = k;
+        build_keys(c);
+    }
+    return c->load_err;
+}
+
+/* Apply the round's events; afterwards the arena is empty. */
+static int process_round(run_ctx *c)
+{
+    int rc = PS_OK;
+
+    if (c->ev_n == 0)
+        return PS_OK;
+    rc = load_customers(c);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < c->ev_n; i++) {
+        ps_customer *cust = ps_pipeline_find(c->pipe, c->evs[i].customer_id);
+        rc = ps_pipeline_apply(c->pipe, &c->evs[i], cust);
+        if (rc == PS_AGG_DROP) {
+            c->total.dup++;
+            c->delta.dup++;
+        } else if (rc < 0) {
+            ps_error("aggregate failed: %s", ps_err_str(rc));
+            return rc;
+        } else {
+            c->total.applied++;
+            c->delta.applied++;
+        }
+    }
+    c->ev_n = 0;
+    c->arena_len = 0;
+    return PS_OK;
+}
+
+/* -------------------------------------------------------------- flush */
+
+static bool offsets_moved(const run_ctx *c)
+{
+    for (size_t i = 0; i < c->parts.n; i++)
+        if (c->parts.v[i].next != c->parts.v[i].flushed &&
+            c->parts.v[i].next >= 0)
+            return true;
+    return false;
+}
+
+static bool flush_needed(const run_ctx *c)
+{
+    return ps_pipeline_dirty_count(c->pipe) > 0 || ps_batch_count(c->dlq) > 0 ||
+           offsets_moved(c) || c->delta.in > 0 || c->delta.dup > 0;
+}
+
+static void metric_incr(ps_batch *b, const char *field, int64_t v)
+{
+    ps_str none = {"", 0};
+    ps_batch_begin(b, "HINCRBY");
+    ps_batch_arg_key(b, "metrics", none, NULL);
+    ps_batch_arg_cstr(b, field);
+    ps_batch_arg_i64(b, v);
+    ps_batch_end(b);
+}
+
+static void build_flush(run_ctx *c, uint64_t seq)
+{
+    ps_batch *b = c->out;
+    ps_str none = {"", 0};
+    ps_str group = {c->o->group, (uint32_t)strlen(c->o->group)};
+    const char *argv[64];
+    size_t argvlen[64];
+
+    ps_batch_clear(b);
+    /* dead letters first: they were consumed before the changes below */
+    for (size_t i = 0; i < ps_batch_count(c->dlq); i++) {
+        size_t argc = ps_batch_argc(c->dlq, i);
+        if (argc > 64)
+            continue; /* never: dead_letter builds 22 arguments */
+        ps_batch_argv(c->dlq, i, argv, argvlen);
+        ps_batch_begin(b, argv[0]);
+        for (size_t a = 1; a < argc; a++)
+            ps_batch_arg(b, argv[a], argvlen[a]);
+        ps_batch_end(b);
+    }
+    ps_pipeline_write(c->pipe, b);
+
+    if (c->parts.n > 0) {
+        ps_batch_begin(b, "HSET");
+        ps_batch_arg_key(b, "offsets:", group, NULL);
+        for (size_t i = 0; i < c->parts.n; i++) {
+            const ps_part *p = &c->parts.v[i];
+            if (p->next < 0)
+                continue;
+            ps_batch_arg_fmt(b, "%s:%" PRId32, p->topic, p->partition);
+            ps_batch_arg_i64(b, p->next);
+        }
+        ps_batch_end(b);
+    }
+
+    metric_incr(b, "events_in", c->delta.in);
+    metric_incr(b, "events_applied", c->delta.applied);
+    metric_incr(b, "events_bad", c->delta.bad);
+    metric_incr(b, "events_dup", c->delta.dup);
+    metric_incr(b, "events_late", c->delta.late);
+    metric_incr(b, "events_lost_retention", c->delta.lost);
+    metric_incr(b, "flushes", 1);
+    for (int r = 1; r < PS_BAD_REASON_COUNT; r++) {
+        if (c->delta.bad_by[r] == 0)
+            continue;
+        char field[64];
+        snprintf(field, sizeof(field), "events_bad_%s",
+                 ps_bad_reason_name((ps_bad_reason)r));
+        metric_incr(b, field, c->delta.bad_by[r]);
+    }
+    ps_batch_begin(b, "HSET");
+    ps_batch_arg_key(b, "metrics", none, NULL);
+    ps_batch_arg_cstr(b, "last_flush_ms");
+    ps_batch_arg_i64(b, now_ms(CLOCK_REALTIME));
+    ps_batch_arg_cstr(b, "last_flush_duration_us");
+    ps_batch_arg_i64(b, c->last_flush_us);
+    ps_batch_arg_cstr(b, "lag");
+    ps_batch_arg_i64(b, c->lag);
+    ps_batch_end(b);
+
+    ps_batch_begin(b, "HSET");
+    ps_batch_arg_key(b, "state:flush:", group, NULL);
+    ps_batch_arg_cstr(b, c->instance);
+    ps_batch_arg_i64(b, (int64_t)seq);
+    ps_batch_end(b);
+}
+
+static void commit_to_kafka(run_ctx *c)
+{
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new((int)c->parts.n);
+    for (size_t i = 0; i < c->parts.n; i++)
+        if (c->parts.v[i].next >= 0)
+            rd_kafka_topic_partition_list_add(l, c->parts.v[i].topic,
+                                              c->parts.v[i].partition)
+                ->offset = c->parts.v[i].next;
+    if (l->cnt > 0)
+        rd_kafka_commit(c->rk, l, 1); /* async, for monitoring only */
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void set_paused(run_ctx *c, bool pause)
+{
+    if (c->paused == pause || c->parts.n == 0) {
+        c->paused = pause && c->parts.n > 0;
+        return;
+    }
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new((int)c->parts.n);
+    for (size_t i = 0; i < c->parts.n; i++)
+        rd_kafka_topic_partition_list_add(l, c->parts.v[i].topic,
+                                          c->parts.v[i].partition);
+    if (pause)
+        rd_kafka_pause_partitions(c->rk, l);
+    else
+        rd_kafka_resume_partitions(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    c->paused = pause;
+}
+
+static void flush_succeeded(run_ctx *c, uint64_t seq, int64_t t0)
+{
+    bool moved = offsets_moved(c);
+
+    ps_pipeline_flushed(c->pipe);
+    ps_batch_clear(c->dlq);
+    memset(&c->delta, 0, sizeof(c->delta));
+    for (size_t i = 0; i < c->parts.n; i++)
+        c->parts.v[i].flushed = c->parts.v[i].next;
+    c->flush_seq = seq;
+    c->last_flush_us = mono_us() - t0;
+    c->flush_us_sum += c->last_flush_us;
+    c->flushes++;
+    if (moved && c->rk != NULL)
+        commit_to_kafka(c);
+    set_paused(c, false);
+}
+
+struct token_check {
+    const char *instance;
+    uint64_t seq;
+    bool landed;
+};
+
+static void on_token(void *opaque, const char *f, size_t flen, const char *v,
+                     size_t vlen)
+{
+    struct token_check *t = opaque;
+    char num[32];
+    if (flen != strlen(t->instance) || memcmp(f, t->instance, flen) != 0 ||
+        vlen >= sizeof(num))
+        return;
+    memcpy(num, v, vlen);
+    num[vlen] = '\0';
+    t->landed = strtoull(num, NULL, 10) == t->seq;
+}
+
+/* Wait until Redis answers again; consumption is paused meanwhile. */
+static int wait_for_redis(run_ctx *c)
+{
+    ps_warn("Redis unavailable (%s): consumption paused, nothing is lost; "
+            "retrying",
+            ps_redis_sink_errstr(c->sink));
+    set_paused(c, true);
+    while (!stop_requested) {
+        if (ps_redis_sink_reconnect(c->sink) == PS_OK) {
+            ps_info("Redis is back: resuming");
+            return PS_OK;
+        }
+        usleep(50 * 1000);
+    }
+    return PS_ERR_IO;
+}
+
+/* Write everything pending as one transaction; retries until it is known
+ * to have landed, or stop is requested (then PS_ERR_IO: nothing after the
+ * previous flush is in Redis, and it will be re-consumed on restart). */
+static int flush(run_ctx *c, bool force)
+{
+    if (!force && !flush_needed(c))
+        return PS_OK;
+    uint64_t seq = c->flush_seq + 1;
+    char key[512];
+    snprintf(key, sizeof(key), "%sstate:flush:%s", c->o->prefix, c->o->group);
+    for (;;) {
+        int64_t t0 = mono_us();
+        build_flush(c, seq);
+        if (ps_redis_sink_exec(c->sink, c->out) == PS_OK) {
+            flush_succeeded(c, seq, t0);
+            return PS_OK;
+        }
+        for (;;) {
+            if (wait_for_redis(c) < 0)
+                return PS_ERR_IO;
+            struct token_check t = {c->instance, seq, false};
+            if (ps_redis_sink_hgetall(c->sink, key, on_token, &t) == PS_OK) {
+                if (t.landed) {
+                    ps_info("flush %" PRIu64 " had landed before Redis went "
+                            "away",
+                            seq);
+                    flush_succeeded(c, seq, t0);
+                    return PS_OK;
+                }
+                break; /* not applied: write it again */
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------- rebalance */
+
+struct offsets_read {
+    rd_kafka_topic_partition_list_t *parts;
+};
+
+static void on_offset(void *opaque, const char *f, size_t flen, const char *v,
+                      size_t vlen)
+{
+    struct offsets_read *r = opaque;
+    char field[512], num[32];
+    if (flen >= sizeof(field) || vlen >= sizeof(num))
+        return;
+    memcpy(field, f, flen);
+    field[flen] = '\0';
+    memcpy(num, v, vlen);
+    num[vlen] = '\0';
+    char *colon = strrchr(field, ':');
+    if (colon == NULL)
+        return;
+    *colon = '\0';
+    int32_t part = (int32_t)strtol(colon + 1, NULL, 10);
+    for (int i = 0; i < r->parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &r->parts->elems[i];
+        if (tp->partition == part && strcmp(tp->topic, field) == 0)
+            tp->offset = strtoll(num, NULL, 10);
+    }
+}
+
+static void on_assign(run_ctx *c, rd_kafka_topic_partition_list_t *l)
+{
+    char key[512];
+    struct offsets_read r = {l};
+
+    snprintf(key, sizeof(key), "%soffsets:%s", c->o->prefix, c->o->group);
+    for (int i = 0; i < l->cnt; i++)
+        l->elems[i].offset = RD_KAFKA_OFFSET_BEGINNING;
+    while (ps_redis_sink_hgetall(c->sink, key, on_offset, &r) != PS_OK)
+        if (wait_for_redis(c) < 0)
+            break;
+    for (int i = 0; i < l->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &l->elems[i];
+        if (ps_parts_find(&c->parts, tp->topic, tp->partition) == NULL &&
+            ps_parts_add(&c->parts, tp->topic, tp->partition,
+                         tp->offset >= 0 ? tp->offset : -1) == NULL)
+            c->fatal = PS_ERR_NOMEM;
+        ps_info("assigned %s [%" PRId32 "] from offset %s%" PRId64, tp->topic,
+                tp->partition, tp->offset >= 0 ? "" : "(beginning) ",
+                tp->offset >= 0 ? tp->offset : 0);
+    }
+    rd_kafka_error_t *err = NULL;
+    if (c->cooperative)
+        err = rd_kafka_incremental_assign(c->rk, l);
+    else
+        rd_kafka_assign(c->rk, l);
+    if (err != NULL) {
+        ps_error("assign: %s", rd_kafka_error_string(err));
+        rd_kafka_error_destroy(err);
+    }
+    c->paused = false;
+}
+
+static void on_revoke(run_ctx *c, rd_kafka_topic_partition_list_t *l)
+{
+    if (process_round(c) < 0 || flush(c, false) < 0) {
+        ps_warn("partitions revoked before their last events were flushed; "
+                "the new owner re-consumes them from Redis's offsets");
+        c->fatal = c->fatal ? c->fatal : PS_ERR_IO;
+    } else {
+        /* another instance may update these customers now */
+        ps_pipeline_forget_all(c->pipe);
+    }
+    if (c->cooperative) {
+        rd_kafka_error_t *err = rd_kafka_incremental_unassign(c->rk, l);
+        if (err != NULL)
+            rd_kafka_error_destroy(err);
+        for (int i = 0; i < l->cnt; i++) {
+            ps_part *p = ps_parts_find(&c->parts, l->elems[i].topic,
+                                       l->elems[i].partition);
+            if (p == NULL)
+                continue;
+            free(p->topic);
+            *p = c->parts.v[--c->parts.n];
+            c->parts.last = 0;
+        }
+    } else {
+        rd_kafka_assign(c->rk, NULL);
+        ps_parts_clear(&c->parts);
+    }
+    ps_info("revoked %d partition(s)", l->cnt);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *l, void *opaque)
+{
+    run_ctx *c = opaque;
+    c->cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        on_assign(c, l);
+    else
+        on_revoke(c, l);
+}
+
+/* ------------------------------------------------------------- stats */
+
+static void stats_line(run_ctx *c, int64_t *last_ms, int64_t *last_in)
+{
+    int64_t now = now_ms(CLOCK_MONOTONIC);
+    double secs = (double)(now - *last_ms) / 1000.0;
+    double rate = secs > 0 ? (double)(c->total.in - *last_in) / secs : 0;
+    ps_redis_stats rs;
+
+    ps_redis_sink_stats(c->sink, &rs);
+    fprintf(stderr,
+            "propstream stats: %.0f events/s, in %" PRId64 ", applied %" PRId64
+            ", bad %" PRId64 ", dup %" PRId64 ", lag %" PRId64
+            ", customers %zu, flushes %" PRId64 " (last %.1f ms, avg %.1f "
+            "ms), redis %s\n",
+            rate, c->total.in, c->total.applied, c->total.bad, c->total.dup,
+            c->lag, ps_pipeline_customer_count(c->pipe), c->flushes,
+            (double)c->last_flush_us / 1000.0,
+            c->flushes ? (double)c->flush_us_sum / 1000.0 / (double)c->flushes
+                       : 0.0,
+            ps_redis_sink_connected(c->sink) ? "up" : "DOWN");
+    *last_ms = now;
+    *last_in = c->total.in;
+}
+
+/* ---------------------------------------------------------- the loop */
+
+static bool caught_up(run_ctx *c)
+{
+    if (c->parts.n == 0)
+        return false;
+    for (size_t i = 0; i < c->parts.n; i++) {
+        int64_t lo, hi;
+        const ps_part *p = &c->parts.v[i];
+        if (p->eof)
+            continue;
+        if (p->next >= 0 &&
+            rd_kafka_get_watermark_offsets(c->rk, p->topic, p->partition, &lo,
+                                           &hi) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hi >= 0 && p->next >= hi)
+            continue;
+        return false;
+    }
+    return true;
+}
+
+static int collect(run_ctx *c, int64_t deadline_ms)
+{
+    size_t max = (size_t)c->o->batch_max;
+    int first = 1;
+
+    while (c->ev_n < max && !stop_requested && !c->fatal) {
+        int timeout = 0;
+        if (first) {
+            int64_t left = deadline_ms - now_ms(CLOCK_MONOTONIC);
+            timeout = left < 0 ? 0 : left > 100 ? 100 : (int)left;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c->rk, timeout);
+        if (m == NULL)
+            break;
+        first = 0;
+        handle_message(c, m);
+        rd_kafka_message_destroy(m);
+    }
+    return c->fatal;
+}
+
+static int main_loop(run_ctx *c)
+{
+    int64_t interval = c->o->flush_interval_ms;
+    int64_t next_flush = now_ms(CLOCK_MONOTONIC) + interval;
+    int64_t stats_ms = now_ms(CLOCK_MONOTONIC), stats_in = 0;
+    int64_t next_stats = stats_ms + c->o->stats_interval_s * 1000;
+
+    while (!stop_requested) {
+        if (collect(c, next_flush) < 0 || process_round(c) < 0)
+            return c->fatal ? c->fatal : PS_ERR;
+        int64_t now = now_ms(CLOCK_MONOTONIC);
+        bool done = c->o->exit_at_end && caught_up(c);
+        if (now >= next_flush || done) {
+            c->lag = ps_kafka_lag(c->rk, &c->parts);
+            if (flush(c, false) < 0)
+                return PS_ERR_IO;
+            next_flush = now + interval;
+        }
+        if (c->o->stats_interval_s > 0 && now >= next_stats) {
+            c->lag = ps_kafka_lag(c->rk, &c->parts);
+            stats_line(c, &stats_ms, &stats_in);
+            next_stats = now + c->o->stats_interval_s * 1000;
+        }
+        if (done && !flush_needed(c)) {
+            ps_info("caught up: every assigned partition consumed to its "
+                    "end and flushed");
+            return PS_OK;
+        }
+    }
+    return PS_OK;
+}
+
+/* -------------------------------------------------------------- setup */
+
+static int make_instance_id(char *out, size_t size)
+{
+    unsigned char r[8] = {0};
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f != NULL) {
+        if (fread(r, 1, sizeof(r), f) != sizeof(r))
+            memset(r, 0, sizeof(r));
+        fclose(f);
+    }
+    char host[64] = "host";
+    gethostname(host, sizeof(host) - 1);
+    host[sizeof(host) - 1] = '\0';
+    snprintf(out, size, "%.16s-%d-%02x%02x%02x%02x", host, (int)getpid(), r[0],
+             r[1], r[2], r[3]);
+    return 0;
+}
+
+static int setup(run_ctx *c, char *err, size_t errsz)
+{
+    ps_redis_conf rc = {0};
+    char host[256];
+    ps_agg_env env = {c->o->prefix};
+    size_t bm = (size_t)c->o->batch_max;
+
+    c->dec = ps_decoder_new(c->o->schema_dir, err, errsz);
+    if (c->dec == NULL)
+        return PS_ERR_CONFIG;
+    if (ps_redis_parse_addr(c->o->redis, host, sizeof(host), &rc.port) < 0) {
+        ps_set_err(err, errsz, "--redis: '%s' is not host:port", c->o->redis);
+        return PS_ERR_CONFIG;
+    }
+    c->pipe = ps_pipeline_new(&env, err, errsz);
+    c->out = ps_batch_new(c->o->prefix);
+    c->dlq = ps_batch_new(c->o->prefix);
+    c->evs = calloc(bm, sizeof(*c->evs));
+    c->arena_cap = bm * 4 * PS_ID_MAX;
+    c->arena = malloc(c->arena_cap);
+    c->miss_set_cap = 16;
+    while (c->miss_set_cap < bm * 2)
+        c->miss_set_cap *= 2;
+    c->miss_set = calloc(c->miss_set_cap, sizeof(*c->miss_set));
+    c->miss = calloc(bm, sizeof(*c->miss));
+    c->keys = calloc(bm, sizeof(*c->keys));
+    c->keylens = calloc(bm, sizeof(*c->keylens));
+    if (c->pipe == NULL || c->out == NULL || c->dlq == NULL ||
+        c->evs == NULL || c->arena == NULL || c->miss_set == NULL ||
+        c->miss == NULL || c->keys == NULL || c->keylens == NULL) {
+        if (c->pipe != NULL)
+            ps_set_err(err, errsz, "out of memory");
+        return PS_ERR_NOMEM;
+    }
+    make_instance_id(c->instance, sizeof(c->instance));
+
+    rc.host = host;
+    rc.user = c->o->redis_user;
+    rc.password = c->o->redis_password;
+    rc.db = (int)c->o->redis_db;
+    rc.connect_timeout_ms = (int)c->o->redis_timeout_ms;
+    rc.io_timeout_ms = (int)c->o->redis_timeout_ms;
+    char serr[256];
+    c->sink = ps_redis_sink_new(&rc, serr, sizeof(serr));
+    if (c->sink == NULL) {
+        ps_set_err(err, errsz, "cannot use Redis at %s: %s", c->o->redis,
+                   serr);
+        return PS_ERR_IO;
+    }
+
+    c->rk = ps_kafka_consumer_new(c->o->bootstrap, c->o->group, &c->cfg->kafka,
+                                  rebalance_cb, c, err, errsz);
+    if (c->rk == NULL)
+        return PS_ERR_CONFIG;
+    int rc2 = ps_kafka_check(c->rk, c->o->bootstrap, &c->o->topics,
+                             (int)c->o->kafka_timeout_ms, err, errsz);
+    if (rc2 < 0)
+        return rc2;
+
+    if (c->o->dlq_topic != NULL) {
+        rd_kafka_conf_t *pc = rd_kafka_conf_new();
+        char perr[256];
+        if (rd_kafka_conf_set(pc, "bootstrap.servers", c->o->bootstrap, perr,
+                              sizeof(perr)) != RD_KAFKA_CONF_OK) {
+            rd_kafka_conf_destroy(pc);
+            ps_set_err(err, errsz, "dlq producer: %s", perr);
+            return PS_ERR_CONFIG;
+        }
+        for (size_t i = 0; i < c->cfg->kafka.n; i++)
+            rd_kafka_conf_set(pc, c->cfg->kafka.v[i].key,
+                              c->cfg->kafka.v[i].value, perr, sizeof(perr));
+        c->dlq_rk = rd_kafka_new(RD_KAFKA_PRODUCER, pc, perr, sizeof(perr));
+        if (c->dlq_rk == NULL) {
+            ps_set_err(err, errsz, "dlq producer: %s", perr);
+            return PS_ERR_CONFIG;
+        }
+    }
+
+    rd_kafka_topic_partition_list_t *subs =
+        rd_kafka_topic_partition_list_new((int)c->o->topics.n);
+    for (size_t i = 0; i < c->o->topics.n; i++)
+        rd_kafka_topic_partition_list_add(subs, c->o->topics.v[i],
+                                          RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t kerr = rd_kafka_subscribe(c->rk, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (kerr) {
+        ps_set_err(err, errsz, "subscribe: %s", rd_kafka_err2str(kerr));
+        return PS_ERR_CONFIG;
+    }
+    return PS_OK;
+}
+
+static void teardown(run_ctx *c)
+{
+    if (c->rk != NULL) {
+        rd_kafka_consumer_close(c->rk); /* revokes: flushes what is left */
+        rd_kafka_destroy(c->rk);
+    }
+    if (c->dlq_rk != NULL) {
+        if (rd_kafka_flush(c->dlq_rk, 10000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            ps_warn("dlq topic: some dead letters were not delivered");
+        rd_kafka_destroy(c->dlq_rk);
+    }
+    ps_redis_sink_destroy(c->sink);
+    ps_pipeline_destroy(c->pipe);
+    ps_decoder_destroy(c->dec);
+    ps_batch_destroy(c->out);
+    ps_batch_destroy(c->dlq);
+    ps_parts_clear(&c->parts);
+    free(c->parts.v);
+    free(c->evs);
+    free(c->arena);
+    free(c->miss_set);
+    free(c->miss);
+    free(c->keys);
+    free(c->keylens);
+    free(c->keybuf);
+}
+
+int ps_cmd_run(int argc, char **argv)
+{
+    run_opts o = {0};
+    ps_config_result cfg;
+    run_ctx c = {0};
+    char err[1024] = "";
+    int rc;
+
+    rc = ps_config_parse(run_options, RUN_OPTIONS_N, &o, &cfg, argc, argv,
+                         err, sizeof(err));
+    if (rc != PS_OK) {
+        if (rc < 0)
+            fprintf(stderr, "propstream run: %s\n", err);
+        ps_config_free(run_options, RUN_OPTIONS_N, &o, &cfg);
+        return rc < 0 ? 2 : 0;
+    }
+    if (cfg.positional.n > 0) {
+        fprintf(stderr, "propstream run: unexpected argument '%s'\n",
+                cfg.positional.v[0]);
+        ps_config_free(run_options, RUN_OPTIONS_N, &o, &cfg);
+        return 2;
+    }
+    if (o.print_config) {
+        ps_config_print(run_options, RUN_OPTIONS_N, &o, &cfg);
+        ps_config_free(run_options, RUN_OPTIONS_N, &o, &cfg);
+        return 0;
+    }
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    c.o = &o;
+    c.cfg = &cfg;
+    c.start_ms = now_ms(CLOCK_MONOTONIC);
+    rc = setup(&c, err, sizeof(err));
+    if (rc < 0) {
+        fprintf(stderr, "propstream run: %s\n", err);
+        teardown(&c);
+        ps_config_free(run_options, RUN_OPTIONS_N, &o, &cfg);
+        return rc == PS_ERR_CONFIG ? 2 : 1;
+    }
+    ps_info("consuming %s from %s (group %s) into Redis %s, prefix '%s', "
+            "flush every %" PRId64 " ms",
+            o.topics.v[0], o.bootstrap, o.group, o.redis, o.prefix,
+            o.flush_interval_ms);
+
+    rc = main_loop(&c);
+    if (rc == PS_OK) {
+        if (process_round(&c) < 0 || flush(&c, false) < 0)
+            rc = PS_ERR_IO;
+    }
+    if (rc == PS_ERR_IO)
+        ps_error("stopped with changes not written to Redis; they will be "
+                 "consumed again on the next start (offsets in Redis were "
+                 "not advanced past them)");
+    c.lag = ps_kafka_lag(c.rk, &c.parts);
+    {
+        int64_t in0 = 0; /* final line: averages over the whole run */
+        stats_line(&c, &c.start_ms, &in0);
+    }
+    teardown(&c);
+    ps_config_free(run_options, RUN_OPTIONS_N, &o, &cfg);
+    return rc == PS_OK ? 0 : 1;
+}

@@ -1,0 +1,66 @@
+/*
+ * kafka.h -- the Kafka side of `propstream run`: the consumer handle and
+ * the table of assigned partitions with their positions.
+ *
+ * Offsets are owned by propstream, not by Kafka: the next offset of every
+ * partition is stored in Redis (ps:offsets:{group}) in the same transaction
+ * as the results it covers, and an assignment starts from there.  Kafka's
+ * own committed offsets are also updated after each flush, for monitoring
+ * tools only (consumer lag dashboards); they are never read back.
+ */
+#ifndef PS_KAFKA_H
+#define PS_KAFKA_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "../common/config.h"
+
+/* One assigned partition. */
+typedef struct ps_part {
+    char *topic;
+    int32_t partition;
+    int64_t next;      /* next offset to consume (after what was applied) */
+    int64_t flushed;   /* next offset as of the last successful flush */
+    bool eof;          /* consumed to the end (last event seen) */
+} ps_part;
+
+/* The set of assigned partitions; small (tens to hundreds). */
+typedef struct ps_parts {
+    ps_part *v;
+    size_t n, cap;
+    size_t last; /* lookup cache */
+} ps_parts;
+
+ps_part *ps_parts_find(ps_parts *ps, const char *topic, int32_t partition);
+ps_part *ps_parts_add(ps_parts *ps, const char *topic, int32_t partition,
+                      int64_t next);
+void ps_parts_clear(ps_parts *ps);
+
+/*
+ * A high-level consumer with propstream's fixed settings (no auto commit,
+ * partition EOF events, earliest reset) plus the passthrough settings,
+ * rebalance_cb and opaque.  NULL with errstr on failure.
+ */
+rd_kafka_t *ps_kafka_consumer_new(const char *bootstrap, const char *group,
+                                  const ps_passthrough *extra,
+                                  void (*rebalance_cb)(rd_kafka_t *,
+                                                       rd_kafka_resp_err_t,
+                                                       rd_kafka_topic_partition_list_t *,
+                                                       void *),
+                                  void *opaque, char *errstr,
+                                  size_t errstr_size);
+
+/* Check the cluster answers and every topic exists, within timeout_ms.
+ * 0, or PS_ERR_IO / PS_ERR_CONFIG with a message naming the broker or
+ * topic. */
+int ps_kafka_check(rd_kafka_t *rk, const char *bootstrap,
+                   const ps_strlist *topics, int timeout_ms, char *errstr,
+                   size_t errstr_size);
+
+/* Sum over ps of (cached high watermark - next), ignoring unknowns. */
+int64_t ps_kafka_lag(rd_kafka_t *rk, const ps_parts *ps);
+
+#endif
