@@ -21,8 +21,13 @@
  * may begin an HSET and end it without adding fields.
  *
  * Number formatting (contract section 3): integers exactly; doubles with
- * "%.17g" so saved values round-trip; non-finite doubles are written as
- * "nan", "inf" or "-inf" (aggregates should never produce them).
+ * the fewest of 15..17 significant digits that read back as the same
+ * double ("0.1", not "0.10000000000000001"); non-finite doubles are
+ * written as "nan", "inf" or "-inf" (aggregates should never produce them).
+ *
+ * Out of memory: the first failed allocation makes the batch empty until
+ * ps_batch_clear() (count and bytes 0, later commands dropped), so a flush
+ * is written completely or not at all; ps_batch_error() tells the caller.
  */
 #ifndef PS_BATCH_H
 #define PS_BATCH_H
@@ -44,6 +49,9 @@ void ps_batch_clear(ps_batch *b);
 
 /* The prefix given to ps_batch_new. */
 const char *ps_batch_prefix(const ps_batch *b);
+
+/* PS_ERR_NOMEM if an allocation failed since the last clear, else 0. */
+int ps_batch_error(const ps_batch *b);
 
 /* Number of complete commands, and total bytes of their arguments. */
 size_t ps_batch_count(const ps_batch *b);
@@ -70,7 +78,9 @@ void ps_batch_cancel(ps_batch *b);
 
 /* Read access for sinks and tests.  argv/argvlen must have room for
  * ps_batch_argc(b, i) entries; the pointers stay valid until the next
- * modification of the batch. */
+ * modification of the batch.  Every argument is followed by a NUL byte
+ * (not counted in its length), so text arguments can be used as C
+ * strings. */
 size_t ps_batch_argc(const ps_batch *b, size_t i);
 void ps_batch_argv(const ps_batch *b, size_t i, const char **argv,
                    size_t *argvlen);

@@ -641,6 +641,10 @@ static int flush(run_ctx *c, bool force)
     for (;;) {
         int64_t t0 = mono_us();
         build_flush(c, seq);
+        if (ps_batch_error(c->out) < 0 || ps_batch_error(c->dlq) < 0) {
+            ps_error("out of memory while building a flush");
+            return PS_ERR_NOMEM;
+        }
         if (ps_redis_sink_exec(c->sink, c->out) == PS_OK) {
             flush_succeeded(c, seq, t0);
             return PS_OK;
@@ -1036,6 +1040,7 @@ int ps_cmd_run(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN); /* a vanished peer is an I/O error, not death */
 
     c.o = &o;
     c.cfg = &cfg;

@@ -1,1 +1,699 @@
-/* placeholder: being written */
+/*
+ * redis_sink.c -- the Redis end of the pipeline (redis_sink.h).
+ *
+ * One blocking hiredis 0.14 context.  Everything is pipelined: a call
+ * appends all its commands to hiredis's output buffer, then reads every
+ * reply, so ps_redis_sink_exec() is one round trip per flush (MULTI, the
+ * batch, EXEC) and ps_redis_sink_get_many() one per window of GETs.
+ *
+ * Errors.  hiredis cannot reuse a context after an I/O or protocol error,
+ * and a reply error inside a flush means Redis no longer matches the
+ * contract, so *any* failure frees the context (drop()) and the call
+ * returns PS_ERR_IO with a one-line reason in errstr.  Note that MULTI/EXEC
+ * does not roll back: when a queued command fails at run time (e.g.
+ * WRONGTYPE) the others were applied.  Commands rejected while queueing
+ * (wrong arity, unknown command) make EXEC abort and nothing is applied.
+ *
+ * Reconnection.  Every public call on a disconnected sink goes through
+ * ensure_connected(), which connects at most once per backoff period:
+ * attempts are spaced by `backoff_ms`, which doubles after each failed
+ * attempt (100 ms .. 5 s) and falls back to 100 ms after a successful one.
+ * The time of the next allowed attempt is kept on CLOCK_MONOTONIC; before
+ * it, calls fail fast with PS_ERR_IO.  A connection that has been up for
+ * more than 100 ms is therefore re-established immediately after a drop.
+ *
+ * SIGPIPE.  hiredis 0.14 writes with write(2), so a server that went away
+ * would raise SIGPIPE and kill the process.  Each call that writes blocks
+ * SIGPIPE for the calling thread and discards one it raised (sigpipe_*),
+ * so the sink is safe whatever the application does with the signal.
+ *
+ * Ownership: the sink owns its context, copies of the host, user and
+ * password (the password is wiped on destroy and never written to errstr or
+ * the log), and the argv scratch arrays reused by every exec.  Replies are
+ * freed before each function returns; callbacks get borrowed bytes valid
+ * only during the call.
+ */
+#include "redis_sink.h"
+
+#include <assert.h>
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <hiredis/hiredis.h>
+
+#include "../common/error.h"
+#include "../common/log.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define GET_WINDOW 8192 /* GETs in flight per pipeline window */
+
+struct ps_redis_sink {
+    redisContext *c; /* NULL while disconnected */
+
+    char *host;
+    int port;
+    char *user;     /* NULL for none */
+    char *password; /* NULL for none; wiped on destroy */
+    int db;
+    int connect_timeout_ms;
+    int io_timeout_ms;
+
+    int64_t next_attempt_ms; /* CLOCK_MONOTONIC; no connect before this */
+    int backoff_ms;          /* wait after the next failed attempt */
+
+    const char **argv; /* scratch for ps_batch_argv */
+    size_t *argvlen;
+    size_t argv_cap;
+
+    ps_redis_stats stats;
+    char cause[256];  /* reason the connection was lost / refused */
+    char errstr[384]; /* what ps_redis_sink_errstr() shows */
+};
+
+/* ------------------------------------------------------------------------
+ * Small helpers
+ * ------------------------------------------------------------------------ */
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static struct timeval ms_to_tv(int ms)
+{
+    struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+    return tv;
+}
+
+static void set_err(ps_redis_sink *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Record the reason of a failure (also kept as the cause shown while
+ * waiting to reconnect). */
+static void set_err(ps_redis_sink *s, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->cause, sizeof(s->cause), fmt, ap);
+    va_end(ap);
+    snprintf(s->errstr, sizeof(s->errstr), "%s", s->cause);
+}
+
+/* Free the context; the next call reconnects (subject to the backoff). */
+static void drop(ps_redis_sink *s)
+{
+    if (s->c != NULL) {
+        redisFree(s->c);
+        s->c = NULL;
+    }
+}
+
+/* An append or read failed at the connection level. */
+static void set_io_err(ps_redis_sink *s, const char *what)
+{
+    const char *why = s->c && s->c->errstr[0] ? s->c->errstr : "I/O error";
+    if (s->c && s->c->err == REDIS_ERR_IO &&
+        (errno == EAGAIN || errno == EWOULDBLOCK))
+        why = "timed out";
+    set_err(s, "redis %s:%d: %s: %s", s->host, s->port, what, why);
+}
+
+static const char *reply_type_name(int type)
+{
+    switch (type) {
+    case REDIS_REPLY_STRING: return "string";
+    case REDIS_REPLY_ARRAY: return "array";
+    case REDIS_REPLY_INTEGER: return "integer";
+    case REDIS_REPLY_NIL: return "nil";
+    case REDIS_REPLY_STATUS: return "status";
+    case REDIS_REPLY_ERROR: return "error";
+    default: return "unknown";
+    }
+}
+
+/* Block SIGPIPE around writes (see the file comment). */
+typedef struct sigpipe_guard {
+    sigset_t old;
+    int was_pending;
+} sigpipe_guard;
+
+static void sigpipe_block(sigpipe_guard *g)
+{
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    sigemptyset(&pending);
+    sigpending(&pending);
+    g->was_pending = sigismember(&pending, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &g->old);
+}
+
+static void sigpipe_unblock(sigpipe_guard *g)
+{
+    if (!g->was_pending) {
+        sigset_t set, pending;
+        sigemptyset(&set);
+        sigaddset(&set, SIGPIPE);
+        sigemptyset(&pending);
+        if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+            const struct timespec zero = {0, 0};
+            while (sigtimedwait(&set, NULL, &zero) < 0 && errno == EINTR)
+                ;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+/* Read one reply; NULL (with errstr set) on a connection error. */
+static redisReply *read_reply(ps_redis_sink *s, const char *what)
+{
+    void *reply = NULL;
+    if (redisGetReply(s->c, &reply) != REDIS_OK || reply == NULL) {
+        set_io_err(s, what);
+        return NULL;
+    }
+    return reply;
+}
+
+/* ------------------------------------------------------------------------
+ * Connecting
+ * ------------------------------------------------------------------------ */
+
+/* Connect, then AUTH and SELECT (or PING when neither is configured, so a
+ * dead or password-protected server is detected here, not at the first
+ * flush).  0, or PS_ERR_IO with errstr set and no context. */
+static int sink_connect(ps_redis_sink *s)
+{
+    assert(s->c == NULL);
+    redisContext *c = redisConnectWithTimeout(
+        s->host, s->port, ms_to_tv(s->connect_timeout_ms));
+    if (c == NULL) {
+        set_err(s, "redis %s:%d: connect: out of memory", s->host, s->port);
+        return PS_ERR_IO;
+    }
+    s->c = c;
+    if (c->err) {
+        set_err(s, "redis %s:%d: connect: %s", s->host, s->port, c->errstr);
+        goto fail;
+    }
+    if (redisSetTimeout(c, ms_to_tv(s->io_timeout_ms)) != REDIS_OK) {
+        set_io_err(s, "set timeout");
+        goto fail;
+    }
+
+    /* Pipeline the handshake: at most AUTH and SELECT. */
+    const char *what[2];
+    int ncmd = 0;
+    if (s->password != NULL) {
+        const char *argv[3] = {"AUTH"};
+        int argc = 1;
+        if (s->user != NULL)
+            argv[argc++] = s->user;
+        argv[argc++] = s->password;
+        if (redisAppendCommandArgv(c, argc, argv, NULL) != REDIS_OK)
+            goto append_fail;
+        what[ncmd++] = "AUTH";
+    }
+    if (s->db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", s->db);
+        const char *argv[2] = {"SELECT", db};
+        if (redisAppendCommandArgv(c, 2, argv, NULL) != REDIS_OK)
+            goto append_fail;
+        what[ncmd++] = "SELECT";
+    }
+    if (ncmd == 0) {
+        const char *argv[1] = {"PING"};
+        if (redisAppendCommandArgv(c, 1, argv, NULL) != REDIS_OK)
+            goto append_fail;
+        what[ncmd++] = "PING";
+    }
+
+    sigpipe_guard g;
+    sigpipe_block(&g);
+    int rc = PS_OK;
+    for (int i = 0; i < ncmd && rc == PS_OK; i++) {
+        redisReply *r = read_reply(s, what[i]);
+        if (r == NULL) {
+            rc = PS_ERR_IO;
+            break;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            /* Server messages never echo the password back. */
+            set_err(s, "redis %s:%d: %s failed: %s", s->host, s->port,
+                    what[i], r->str);
+            rc = PS_ERR_IO;
+        }
+        freeReplyObject(r);
+    }
+    sigpipe_unblock(&g);
+    if (rc != PS_OK)
+        goto fail;
+    return PS_OK;
+
+append_fail:
+    set_io_err(s, "handshake");
+fail:
+    drop(s);
+    return PS_ERR_IO;
+}
+
+/* Connect if disconnected and the backoff allows.  0 when connected. */
+static int ensure_connected(ps_redis_sink *s)
+{
+    if (s->c != NULL)
+        return PS_OK;
+    int64_t now = now_ms();
+    if (now < s->next_attempt_ms) {
+        snprintf(s->errstr, sizeof(s->errstr),
+                 "redis %s:%d: not connected, next attempt in %lld ms (%s)",
+                 s->host, s->port, (long long)(s->next_attempt_ms - now),
+                 s->cause);
+        return PS_ERR_IO;
+    }
+    if (sink_connect(s) != PS_OK) {
+        s->next_attempt_ms = now + s->backoff_ms;
+        ps_debug("redis: reconnect to %s:%d failed, next attempt in %d ms: "
+                 "%s", s->host, s->port, s->backoff_ms, s->cause);
+        s->backoff_ms = s->backoff_ms >= BACKOFF_MAX_MS / 2
+                            ? BACKOFF_MAX_MS
+                            : s->backoff_ms * 2;
+        return PS_ERR_IO;
+    }
+    s->backoff_ms = BACKOFF_MIN_MS;
+    s->next_attempt_ms = now + BACKOFF_MIN_MS;
+    s->stats.reconnects++;
+    ps_debug("redis: reconnected to %s:%d", s->host, s->port);
+    return PS_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Life cycle
+ * ------------------------------------------------------------------------ */
+
+ps_redis_sink *ps_redis_sink_new(const ps_redis_conf *conf, char *errstr,
+                                 size_t errstr_size)
+{
+    if (conf == NULL) {
+        ps_set_err(errstr, errstr_size, "redis: no configuration");
+        return NULL;
+    }
+    int port = conf->port > 0 ? conf->port : 6379;
+    if (port > 65535 || conf->db < 0) {
+        ps_set_err(errstr, errstr_size, "redis: invalid %s",
+                   port > 65535 ? "port" : "db");
+        return NULL;
+    }
+    ps_redis_sink *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        goto nomem;
+    s->host = strdup(conf->host && conf->host[0] ? conf->host : "127.0.0.1");
+    s->user = conf->user ? strdup(conf->user) : NULL;
+    s->password = conf->password ? strdup(conf->password) : NULL;
+    if (s->host == NULL || (conf->user && s->user == NULL) ||
+        (conf->password && s->password == NULL))
+        goto nomem;
+    s->port = port;
+    s->db = conf->db;
+    s->connect_timeout_ms =
+        conf->connect_timeout_ms > 0 ? conf->connect_timeout_ms : 2000;
+    s->io_timeout_ms = conf->io_timeout_ms > 0 ? conf->io_timeout_ms : 10000;
+    s->backoff_ms = BACKOFF_MIN_MS;
+
+    if (sink_connect(s) != PS_OK) {
+        ps_set_err(errstr, errstr_size, "%s", s->errstr);
+        ps_redis_sink_destroy(s);
+        return NULL;
+    }
+    s->next_attempt_ms = now_ms() + BACKOFF_MIN_MS;
+    s->errstr[0] = '\0';
+    s->cause[0] = '\0';
+    return s;
+
+nomem:
+    ps_set_err(errstr, errstr_size, "redis: out of memory");
+    ps_redis_sink_destroy(s);
+    return NULL;
+}
+
+void ps_redis_sink_destroy(ps_redis_sink *s)
+{
+    if (s == NULL)
+        return;
+    drop(s);
+    if (s->password != NULL) {
+        explicit_bzero(s->password, strlen(s->password));
+        free(s->password);
+    }
+    free(s->user);
+    free(s->host);
+    free(s->argv);
+    free(s->argvlen);
+    free(s);
+}
+
+bool ps_redis_sink_connected(const ps_redis_sink *s) { return s->c != NULL; }
+
+int ps_redis_sink_reconnect(ps_redis_sink *s) { return ensure_connected(s); }
+
+const char *ps_redis_sink_errstr(const ps_redis_sink *s) { return s->errstr; }
+
+void ps_redis_sink_stats(const ps_redis_sink *s, ps_redis_stats *out)
+{
+    *out = s->stats;
+}
+
+/* ------------------------------------------------------------------------
+ * Transactions
+ * ------------------------------------------------------------------------ */
+
+static int reserve_argv(ps_redis_sink *s, size_t argc)
+{
+    if (argc <= s->argv_cap)
+        return PS_OK;
+    size_t cap = s->argv_cap ? s->argv_cap : 16;
+    while (cap < argc)
+        cap *= 2;
+    const char **argv = realloc(s->argv, cap * sizeof(*argv));
+    if (argv == NULL)
+        return PS_ERR_NOMEM;
+    s->argv = argv;
+    size_t *lens = realloc(s->argvlen, cap * sizeof(*lens));
+    if (lens == NULL)
+        return PS_ERR_NOMEM;
+    s->argvlen = lens;
+    s->argv_cap = cap;
+    return PS_OK;
+}
+
+/* Name of command i for messages ("HSET"), into buf. */
+static const char *cmd_name(ps_redis_sink *s, const ps_batch *batch, size_t i,
+                            char *buf, size_t size)
+{
+    /* The scratch arrays already hold the largest argc of the batch. */
+    ps_batch_argv(batch, i, s->argv, s->argvlen);
+    size_t len = s->argvlen[0] < size - 1 ? s->argvlen[0] : size - 1;
+    for (size_t k = 0; k < len; k++) {
+        unsigned char ch = (unsigned char)s->argv[0][k];
+        buf[k] = isprint(ch) ? (char)ch : '?';
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* MULTI, the n commands, EXEC; read every reply.  0 or PS_ERR_IO with
+ * errstr set (the caller drops the context). */
+static int exec_pipeline(ps_redis_sink *s, const ps_batch *batch, size_t n)
+{
+    redisContext *c = s->c;
+    char name[32];
+    static const char *cmd_multi[1] = {"MULTI"}, *cmd_exec[1] = {"EXEC"};
+
+    if (redisAppendCommandArgv(c, 1, cmd_multi, NULL) != REDIS_OK)
+        goto append_fail;
+    for (size_t i = 0; i < n; i++) {
+        size_t argc = ps_batch_argc(batch, i);
+        assert(argc >= 2 && argc <= INT_MAX);
+        if (reserve_argv(s, argc) != PS_OK) {
+            set_err(s, "redis %s:%d: out of memory", s->host, s->port);
+            return PS_ERR_IO;
+        }
+        ps_batch_argv(batch, i, s->argv, s->argvlen);
+        if (redisAppendCommandArgv(c, (int)argc, s->argv, s->argvlen) !=
+            REDIS_OK)
+            goto append_fail;
+    }
+    if (redisAppendCommandArgv(c, 1, cmd_exec, NULL) != REDIS_OK)
+        goto append_fail;
+
+    /* The first redisGetReply writes the whole buffer, then replies are
+     * read in order: +OK, one +QUEUED (or -ERR) per command, then EXEC's. */
+    int rc = PS_OK;
+    redisReply *r = read_reply(s, "MULTI");
+    if (r == NULL)
+        return PS_ERR_IO;
+    if (r->type == REDIS_REPLY_ERROR) {
+        set_err(s, "redis %s:%d: MULTI failed: %s", s->host, s->port, r->str);
+        rc = PS_ERR_IO;
+    }
+    freeReplyObject(r);
+    for (size_t i = 0; i < n; i++) {
+        r = read_reply(s, "transaction");
+        if (r == NULL)
+            return PS_ERR_IO;
+        if (r->type == REDIS_REPLY_ERROR && rc == PS_OK) {
+            set_err(s, "redis %s:%d: command %zu (%s) rejected: %s", s->host,
+                    s->port, i, cmd_name(s, batch, i, name, sizeof(name)),
+                    r->str);
+            rc = PS_ERR_IO;
+        }
+        freeReplyObject(r);
+    }
+    r = read_reply(s, "EXEC");
+    if (r == NULL)
+        return PS_ERR_IO;
+    if (rc != PS_OK) {
+        /* Already explained by the first rejected command (EXECABORT). */
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        set_err(s, "redis %s:%d: EXEC failed: %s", s->host, s->port, r->str);
+        rc = PS_ERR_IO;
+    } else if (r->type != REDIS_REPLY_ARRAY) {
+        set_err(s, "redis %s:%d: EXEC returned %s, transaction not applied",
+                s->host, s->port, reply_type_name(r->type));
+        rc = PS_ERR_IO;
+    } else if (r->elements != n) {
+        set_err(s, "redis %s:%d: EXEC returned %zu replies for %zu commands",
+                s->host, s->port, r->elements, n);
+        rc = PS_ERR_IO;
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            const redisReply *e = r->element[i];
+            if (e->type == REDIS_REPLY_ERROR) {
+                set_err(s, "redis %s:%d: command %zu (%s) failed: %s",
+                        s->host, s->port, i,
+                        cmd_name(s, batch, i, name, sizeof(name)), e->str);
+                rc = PS_ERR_IO;
+                break;
+            }
+        }
+    }
+    freeReplyObject(r);
+    return rc;
+
+append_fail:
+    set_io_err(s, "append");
+    return PS_ERR_IO;
+}
+
+int ps_redis_sink_exec(ps_redis_sink *s, const ps_batch *batch)
+{
+    size_t n = ps_batch_count(batch);
+    if (n == 0)
+        return PS_OK;
+    if (ensure_connected(s) != PS_OK) {
+        s->stats.failures++;
+        return PS_ERR_IO;
+    }
+    sigpipe_guard g;
+    sigpipe_block(&g);
+    int rc = exec_pipeline(s, batch, n);
+    sigpipe_unblock(&g);
+    if (rc != PS_OK) {
+        drop(s);
+        s->stats.failures++;
+        return PS_ERR_IO;
+    }
+    s->stats.transactions++;
+    s->stats.commands += n;
+    s->stats.bytes += ps_batch_bytes(batch);
+    return PS_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Reads
+ * ------------------------------------------------------------------------ */
+
+static int get_window(ps_redis_sink *s, size_t base, size_t m,
+                      const char **keys, const size_t *keylens,
+                      ps_redis_value_cb cb, void *opaque)
+{
+    for (size_t k = 0; k < m; k++) {
+        const char *argv[2] = {"GET", keys[base + k]};
+        size_t lens[2] = {3, keylens ? keylens[base + k]
+                                     : strlen(keys[base + k])};
+        if (redisAppendCommandArgv(s->c, 2, argv, lens) != REDIS_OK) {
+            set_io_err(s, "append");
+            return PS_ERR_IO;
+        }
+    }
+    for (size_t k = 0; k < m; k++) {
+        redisReply *r = read_reply(s, "GET");
+        if (r == NULL)
+            return PS_ERR_IO;
+        int rc = PS_OK;
+        if (r->type == REDIS_REPLY_STRING) {
+            cb(opaque, base + k, r->str, r->len);
+        } else if (r->type == REDIS_REPLY_NIL) {
+            cb(opaque, base + k, NULL, 0);
+        } else if (r->type == REDIS_REPLY_ERROR) {
+            set_err(s, "redis %s:%d: GET of key %zu failed: %s", s->host,
+                    s->port, base + k, r->str);
+            rc = PS_ERR_IO;
+        } else {
+            set_err(s, "redis %s:%d: GET of key %zu returned %s", s->host,
+                    s->port, base + k, reply_type_name(r->type));
+            rc = PS_ERR_IO;
+        }
+        freeReplyObject(r);
+        if (rc != PS_OK)
+            return rc;
+    }
+    return PS_OK;
+}
+
+/* keylens may be NULL for NUL-terminated keys.  On failure cb may already
+ * have been called for a prefix of the keys. */
+int ps_redis_sink_get_many(ps_redis_sink *s, size_t n, const char **keys,
+                           const size_t *keylens, ps_redis_value_cb cb,
+                           void *opaque)
+{
+    if (n == 0)
+        return PS_OK;
+    if (ensure_connected(s) != PS_OK) {
+        s->stats.failures++;
+        return PS_ERR_IO;
+    }
+    sigpipe_guard g;
+    sigpipe_block(&g);
+    int rc = PS_OK;
+    for (size_t base = 0; base < n && rc == PS_OK; base += GET_WINDOW) {
+        size_t m = n - base < GET_WINDOW ? n - base : GET_WINDOW;
+        rc = get_window(s, base, m, keys, keylens, cb, opaque);
+    }
+    sigpipe_unblock(&g);
+    if (rc != PS_OK) {
+        drop(s);
+        s->stats.failures++;
+        return PS_ERR_IO;
+    }
+    return PS_OK;
+}
+
+int ps_redis_sink_hgetall(ps_redis_sink *s, const char *key,
+                          ps_redis_field_cb cb, void *opaque)
+{
+    if (ensure_connected(s) != PS_OK) {
+        s->stats.failures++;
+        return PS_ERR_IO;
+    }
+    sigpipe_guard g;
+    sigpipe_block(&g);
+    int rc = PS_OK;
+    const char *argv[2] = {"HGETALL", key};
+    redisReply *r = NULL;
+    if (redisAppendCommandArgv(s->c, 2, argv, NULL) != REDIS_OK) {
+        set_io_err(s, "append");
+        rc = PS_ERR_IO;
+    } else if ((r = read_reply(s, "HGETALL")) == NULL) {
+        rc = PS_ERR_IO;
+    } else if (r->type == REDIS_REPLY_ERROR) {
+        set_err(s, "redis %s:%d: HGETALL failed: %s", s->host, s->port,
+                r->str);
+        rc = PS_ERR_IO;
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
+        set_err(s, "redis %s:%d: HGETALL returned %s", s->host, s->port,
+                reply_type_name(r->type));
+        rc = PS_ERR_IO;
+    } else {
+        for (size_t i = 0; i + 1 < r->elements; i += 2) {
+            const redisReply *f = r->element[i], *v = r->element[i + 1];
+            if (f->type != REDIS_REPLY_STRING ||
+                v->type != REDIS_REPLY_STRING) {
+                set_err(s, "redis %s:%d: HGETALL returned a non-string",
+                        s->host, s->port);
+                rc = PS_ERR_IO;
+                break;
+            }
+            cb(opaque, f->str, f->len, v->str, v->len);
+        }
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    sigpipe_unblock(&g);
+    if (rc != PS_OK) {
+        drop(s);
+        s->stats.failures++;
+        return PS_ERR_IO;
+    }
+    return PS_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Addresses
+ * ------------------------------------------------------------------------ */
+
+/* Accepts "host", "host:port", "[v6]" and "[v6]:port"; a bare address with
+ * more than one ':' is ambiguous and rejected. */
+int ps_redis_parse_addr(const char *addr, char *host, size_t host_size,
+                        int *port)
+{
+    if (addr == NULL || host == NULL || host_size == 0 || port == NULL)
+        return PS_ERR_CONFIG;
+    const char *h, *hend, *p = NULL;
+    if (addr[0] == '[') {
+        h = addr + 1;
+        hend = strchr(h, ']');
+        if (hend == NULL)
+            return PS_ERR_CONFIG;
+        if (hend[1] == ':')
+            p = hend + 2;
+        else if (hend[1] != '\0')
+            return PS_ERR_CONFIG;
+    } else {
+        h = addr;
+        const char *colon = strchr(addr, ':');
+        if (colon != NULL && strchr(colon + 1, ':') != NULL)
+            return PS_ERR_CONFIG;
+        hend = colon ? colon : addr + strlen(addr);
+        if (colon != NULL)
+            p = colon + 1;
+    }
+    size_t hlen = (size_t)(hend - h);
+    if (hlen == 0 || hlen >= host_size)
+        return PS_ERR_CONFIG;
+    for (size_t i = 0; i < hlen; i++)
+        if (isspace((unsigned char)h[i]) || h[i] == '[' || h[i] == ']')
+            return PS_ERR_CONFIG;
+
+    long v = 6379;
+    if (p != NULL) {
+        if (*p == '\0')
+            return PS_ERR_CONFIG;
+        v = 0;
+        for (; *p; p++) {
+            if (!isdigit((unsigned char)*p))
+                return PS_ERR_CONFIG;
+            v = v * 10 + (*p - '0');
+            if (v > 65535)
+                return PS_ERR_CONFIG;
+        }
+        if (v == 0)
+            return PS_ERR_CONFIG;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (int)v;
+    return PS_OK;
+}
