@@ -13,9 +13,15 @@
  *   - Plain Avro binary with the reader schema: anything else.
  * The decoded event is then validated (ps_event_validate).
  *
- * Avro values, readers and resolvers are created once per decoder (per
- * writer schema) and reused; decoding allocates nothing per message in the
- * steady state.  A decoder is not thread-safe: one per thread.
+ * Avro values, readers and field mappings are created once per decoder
+ * (per writer schema) and reused.  Schema resolution is propstream's own
+ * (by field name, computed once per writer schema): avro-c 1.11.1's
+ * resolved reader crashes on reader fields missing from the writer.
+ * Every Avro record is bounds-checked against its writer schema before
+ * avro-c reads it, so hostile lengths cannot trigger huge allocations.
+ * Not yet allocation-free: avro-c allocates for each string it reads and
+ * jansson builds a tree per JSON message (issue 8 targets this).
+ * A decoder is not thread-safe: one per thread.
  */
 #ifndef PS_DECODE_H
 #define PS_DECODE_H
