@@ -1338,7 +1338,9 @@ static void test_fuzz(void **state)
         "{\"event_id\":\"ev-0001\",\"customer_id\":\"cust-42\",\"type\":"
         "\"PURCHASE\",\"product_id\":\"sku-7\",\"amount\":129.5,\"ts\":"
         "1700000000123,\"signup_ts\":1690000000000,\"campaign\":\"spring\"}");
-    for (int i = 0; i < 20000; i++) {
+    /* PS_TEST_QUICK (set for the valgrind run) shrinks the loops 10x */
+    const int rounds = getenv("PS_TEST_QUICK") ? 2000 : 20000;
+    for (int i = 0; i < rounds; i++) {
         size_t n = rnd() % 64;
         for (size_t k = 0; k < n; k++)
             buf[k] = (uint8_t)rnd();
@@ -1355,14 +1357,14 @@ static void test_fuzz(void **state)
     }
     random_accepted = accepted;
     for (int s = 0; s < 6; s++) {
-        for (int i = 0; i < 20000; i++) {
+        for (int i = 0; i < rounds; i++) {
             memcpy(buf, seed[s], seed_len[s]);
             buf[rnd() % seed_len[s]] = (uint8_t)rnd();
             fuzz_check(dec, buf, seed_len[s], &accepted);
         }
     }
-    printf("fuzz: %ld of 20000 random and %ld of 120000 mutated accepted\n",
-           random_accepted, accepted - random_accepted);
+    printf("fuzz: %ld of %d random and %ld of %d mutated accepted\n",
+           random_accepted, rounds, accepted - random_accepted, 6 * rounds);
     ps_decoder_destroy(dec);
 }
 
@@ -1376,7 +1378,7 @@ static double now_s(void)
 static void test_throughput(void **state)
 {
     (void)state;
-    enum { N = 200000 };
+    const int N = getenv("PS_TEST_QUICK") ? 2000 : 200000;
     ps_decoder *dec = new_decoder(SCHEMA_DIR);
     uint8_t avro[BUF_MAX];
     char json[512];
