@@ -44,8 +44,7 @@ port=$(free_port)
 redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$work" >"$work/redis.log" 2>&1 &
 pids+=($!)
-rcli() { redis-cli -p "$port" --no-raw "$@"; }
-for _ in $(seq 100); do rcli PING >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
 echo "== redis-server on 127.0.0.1:$port" >&2
 
 "$ps" broker --brokers 1 --topic "events:$partitions" >"$work/broker.out" 2>"$work/broker.log" &
@@ -66,29 +65,39 @@ start=$(date +%s.%N)
   --stats-interval-s 2
 end=$(date +%s.%N)
 
-h() { rcli HGET "$1" "$2" | tr -d '"'; }
+raw() { redis-cli -p "$port" --raw "$@"; }
+h() { raw HGET "$1" "$2"; }
+# print a hash as "field value" lines, indented
+hash_lines() { raw HGETALL "$1" | paste - - | awk -v ind="$2" '{ printf "%s%-24s %s\n", ind, $1, $2 }'; }
+json_num() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$work/gen.json" | head -n1; }
+
 echo
-echo "================ what landed in Redis ================"
-printf 'generator summary: %s\n' "$(head -c 400 "$work/gen.json")"
+echo "================ what landed in Redis (127.0.0.1:$port) ================"
+printf 'generator wrote      %s records (%s good, %s malformed), seed %s\n' \
+  "$(json_num records)" "$(json_num good)" "$(json_num bad)" "$seed"
+printf 'records consumed     %s\n' "$(h ps:metrics events_in)"
+printf 'events applied       %s   (ps:global events = %s)\n' \
+  "$(h ps:metrics events_applied)" "$(h ps:global events)"
+printf 'malformed -> ps:dlq  %s   (stream length %s), by reason:\n' \
+  "$(h ps:metrics events_bad)" "$(raw XLEN ps:dlq)"
+raw HGETALL ps:metrics | paste - - | awk '$1 ~ /^events_bad_/ { sub(/^events_bad_/, "", $1); printf "    %-22s %s\n", $1, $2 }'
+printf 'customers            %s keys ps:cust:*\n' \
+  "$(raw --scan --pattern 'ps:cust:*' | grep -vc ':intent$\|:reco$' || true)"
+printf 'flushes              %s (last took %s us), lag %s\n' \
+  "$(h ps:metrics flushes)" "$(h ps:metrics last_flush_duration_us)" "$(h ps:metrics lag)"
 echo
-echo "ps:metrics"
-rcli HGETALL ps:metrics | paste - - | sed 's/^/  /'
-echo "ps:global"
-rcli HGETALL ps:global | paste - - | sed 's/^/  /'
-echo "customers in Redis: $(rcli --scan --pattern 'ps:cust:*' | grep -vc ':intent\|:reco' || true)"
-echo "dead letters (ps:dlq): $(rcli XLEN ps:dlq), by reason:"
-rcli HGETALL ps:metrics | paste - - | tr -d '"' | grep '^events_bad_' | sed 's/^events_bad_/  /'
-echo "first dead letter:"
-rcli XRANGE ps:dlq - + COUNT 1 | sed 's/^/  /'
 echo "three customers:"
-for key in $(rcli --scan --pattern 'ps:cust:*' | tr -d '"' | sort | head -n 3); do
+for key in $(raw --scan --pattern 'ps:cust:*' | sort | head -n 3); do
   echo "  $key"
-  rcli HGETALL "$key" | paste - - | tr -d '"' | awk '{printf "    %-12s %s\n", $1, $2}'
+  hash_lines "$key" "    "
 done
+echo
+echo "first dead letter (XRANGE ps:dlq - + COUNT 1):"
+raw XRANGE ps:dlq - + COUNT 1 | tail -n +2 | paste - - | awk '{ v = $2; for (i = 3; i <= NF; i++) v = v " " $i; if (length(v) > 60) v = substr(v, 1, 57) "..."; printf "    %-18s %s\n", $1, v }'
+echo
 echo "offsets (ps:offsets:demo):"
-rcli HGETALL ps:offsets:demo | paste - - | tr -d '"' | sed 's/^/  /'
-events=$(h ps:metrics events_in)
-awk -v n="$events" -v a="$start" -v b="$end" 'BEGIN { printf "processed %s records in %.2f s (including consumer group join)\n", n, b - a }' 
+hash_lines ps:offsets:demo "    "
+awk -v a="$start" -v b="$end" 'BEGIN { printf "\npropstream run took %.2f s, including the consumer group join\n", b - a }'
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
   echo "Redis keeps running on 127.0.0.1:$port (redis-cli -p $port); kill it when done."
   pids=("${pids[@]:1}")  # keep redis
