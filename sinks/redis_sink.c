@@ -22,6 +22,15 @@
  * it, calls fail fast with PS_ERR_IO.  A connection that has been up for
  * more than 100 ms is therefore re-established immediately after a drop.
  *
+ * Fencing.  A flush whose reply was lost (time-out, dropped connection)
+ * may still be sitting in the server's socket buffer and run after the
+ * caller has reconnected and checked whether it landed.  So every
+ * connection records its CLIENT ID, and the handshake of the next one
+ * first sends CLIENT KILL ID <previous>: Redis runs commands one at a time,
+ * so once that kill has been answered the old connection's transaction has
+ * either run or never will, and whatever the caller reads next is final.
+ * (A user whose ACL denies CLIENT gets a warning and no fencing.)
+ *
  * SIGPIPE.  hiredis 0.14 writes with write(2), so a server that went away
  * would raise SIGPIPE and kill the process.  Each call that writes blocks
  * SIGPIPE for the calling thread and discards one it raised (sigpipe_*),
@@ -67,6 +76,10 @@ struct ps_redis_sink {
     int db;
     int connect_timeout_ms;
     int io_timeout_ms;
+
+    long long client_id;      /* CLIENT ID of the live connection, 0 = unknown */
+    long long prev_client_id; /* of the last dropped one, to fence off */
+    bool fencing_warned;
 
     int64_t next_attempt_ms; /* CLOCK_MONOTONIC; no connect before this */
     int backoff_ms;          /* wait after the next failed attempt */
@@ -117,6 +130,9 @@ static void drop(ps_redis_sink *s)
     if (s->c != NULL) {
         redisFree(s->c);
         s->c = NULL;
+        if (s->client_id > 0)
+            s->prev_client_id = s->client_id;
+        s->client_id = 0;
     }
 }
 
@@ -213,9 +229,9 @@ static int sink_connect(ps_redis_sink *s)
         goto fail;
     }
 
-    /* Pipeline the handshake: at most AUTH and SELECT. */
-    const char *what[2];
-    int ncmd = 0;
+    /* Pipeline the handshake: AUTH, SELECT, the fence, CLIENT ID. */
+    const char *what[4];
+    int ncmd = 0, kill_ix = -1, id_ix;
     if (s->password != NULL) {
         const char *argv[3] = {"AUTH"};
         int argc = 1;
@@ -234,33 +250,58 @@ static int sink_connect(ps_redis_sink *s)
             goto append_fail;
         what[ncmd++] = "SELECT";
     }
-    if (ncmd == 0) {
-        const char *argv[1] = {"PING"};
-        if (redisAppendCommandArgv(c, 1, argv, NULL) != REDIS_OK)
+    if (s->prev_client_id > 0) {
+        char id[32];
+        snprintf(id, sizeof(id), "%lld", s->prev_client_id);
+        const char *argv[4] = {"CLIENT", "KILL", "ID", id};
+        if (redisAppendCommandArgv(c, 4, argv, NULL) != REDIS_OK)
             goto append_fail;
-        what[ncmd++] = "PING";
+        kill_ix = ncmd;
+        what[ncmd++] = "CLIENT KILL";
+    }
+    {
+        const char *argv[2] = {"CLIENT", "ID"};
+        if (redisAppendCommandArgv(c, 2, argv, NULL) != REDIS_OK)
+            goto append_fail;
+        id_ix = ncmd;
+        what[ncmd++] = "CLIENT ID";
     }
 
     sigpipe_guard g;
     sigpipe_block(&g);
     int rc = PS_OK;
+    long long new_id = 0;
     for (int i = 0; i < ncmd && rc == PS_OK; i++) {
         redisReply *r = read_reply(s, what[i]);
         if (r == NULL) {
             rc = PS_ERR_IO;
             break;
         }
-        if (r->type == REDIS_REPLY_ERROR) {
+        bool denied = r->type == REDIS_REPLY_ERROR &&
+                      strncmp(r->str, "NOPERM", 6) == 0 &&
+                      (i == kill_ix || i == id_ix);
+        if (denied) {
+            if (!s->fencing_warned)
+                ps_warn("redis %s:%d: the ACL user may not run CLIENT "
+                        "ID/KILL; a flush lost in a time-out cannot be "
+                        "fenced off",
+                        s->host, s->port);
+            s->fencing_warned = true;
+        } else if (r->type == REDIS_REPLY_ERROR) {
             /* Server messages never echo the password back. */
             set_err(s, "redis %s:%d: %s failed: %s", s->host, s->port,
                     what[i], r->str);
             rc = PS_ERR_IO;
+        } else if (i == id_ix && r->type == REDIS_REPLY_INTEGER) {
+            new_id = r->integer;
         }
         freeReplyObject(r);
     }
     sigpipe_unblock(&g);
     if (rc != PS_OK)
         goto fail;
+    s->prev_client_id = 0; /* fenced (or nothing to fence) */
+    s->client_id = new_id;
     return PS_OK;
 
 append_fail:
