@@ -31,12 +31,11 @@ typedef struct cust_counts {
 
 #define COUNTS_STATE_VERSION 1
 
-static int counts_apply(void *self, const ps_event *ev, ps_customer *cust,
-                        void *cust_state)
+static int counts_apply(void *self, const ps_event *ev,
+                        const ps_apply_ctx *ctx)
 {
-    cust_counts *s = cust_state;
+    cust_counts *s = ctx->cust_state;
     (void)self;
-    (void)cust;
 
     s->events++;
     switch (ev->type) {
@@ -95,10 +94,12 @@ static void counts_write_customer(void *self, const ps_customer *cust,
     field_dbl(b, "spend_std", counts_std(s));
 }
 
-static void counts_save(void *self, const void *cust_state, ps_wbuf *w)
+static void counts_save(void *self, const ps_entity *cust,
+                        const void *cust_state, ps_wbuf *w)
 {
     const cust_counts *s = cust_state;
     (void)self;
+    (void)cust;
 
     ps_wbuf_u8(w, COUNTS_STATE_VERSION);
     ps_wbuf_i64(w, s->events);
@@ -112,11 +113,13 @@ static void counts_save(void *self, const void *cust_state, ps_wbuf *w)
     ps_wbuf_f64(w, s->spend_m2);
 }
 
-static int counts_load(void *self, void *cust_state, ps_rbuf *r)
+static int counts_load(void *self, ps_entity *cust, void *cust_state,
+                       ps_rbuf *r)
 {
     cust_counts *s = cust_state;
     uint8_t version;
     (void)self;
+    (void)cust;
 
     if (ps_rbuf_u8(r, &version) < 0 || version != COUNTS_STATE_VERSION)
         return PS_ERR_STATE;
@@ -136,7 +139,7 @@ static int counts_load(void *self, void *cust_state, ps_rbuf *r)
 
 const ps_aggregate_ops ps_agg_customer_counts = {
     .name = "customer_counts",
-    .cust_state_size = sizeof(cust_counts),
+    .state_size = {[PS_KIND_CUSTOMER] = sizeof(cust_counts)},
     .apply = counts_apply,
     .write_customer = counts_write_customer,
     .save_customer = counts_save,

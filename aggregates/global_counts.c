@@ -31,13 +31,12 @@ static int global_init(void **self, const ps_agg_env *env, char *errstr,
 
 static void global_destroy(void *self) { free(self); }
 
-static int global_apply(void *self, const ps_event *ev, ps_customer *cust,
-                        void *cust_state)
+static int global_apply(void *self, const ps_event *ev,
+                        const ps_apply_ctx *ctx)
 {
     global_counts *g = self;
     (void)ev;
-    (void)cust;
-    (void)cust_state;
+    (void)ctx;
     g->events_delta++;
     return PS_OK;
 }

@@ -1,24 +1,27 @@
 /*
- * pipeline.c -- customer table + aggregates (see pipeline.h).
+ * pipeline.c -- entity tables, clock and aggregates (see pipeline.h).
  *
- * Customer records.  One heap block per customer, allocated when the
- * customer is first seen (never per event):
+ * Records.  One heap block per entity, allocated when the entity is first
+ * seen (never per event):
  *
- *     [ ps_customer header | slice 0 | slice 1 | ... | id bytes ]
+ *     [ ps_entity header | slice 0 | slice 1 | ... | id bytes ]
  *
- * Slice offsets are fixed at init from every aggregate's cust_state_size,
- * each rounded up to 8 bytes.  The id is stored inside the block and
- * hdr.id points at it.
+ * Slice offsets are fixed at init, per kind, from every aggregate's
+ * state_size, each rounded up to 8 bytes.  The id is stored inside the
+ * block and hdr.id points at it.
  *
- * Index.  Open addressing with linear probing over a power-of-two array of
- * record pointers, kept at most 70 % full; the 64-bit hash of the id is
- * stored in the header so growing never rehashes bytes.  Nothing is ever
- * removed yet (the delivery issue adds eviction of idle customers).
+ * Index.  One table per kind: open addressing with linear probing over a
+ * power-of-two array of record pointers, kept at most 70 % full; the
+ * 64-bit hash of the id is stored in the header so growing never rehashes
+ * bytes.  Customers are removed only all at once (forget_all).
  *
- * Dirty list.  A customer changed since the last successful flush is in
- * `dirty` exactly once (flag PS_CUST_DIRTY); a flush writes each of them
- * once however many events it saw.  A failed flush keeps the list, so the
- * next attempt writes them again with the newer values.
+ * Dirty list.  An entity changed since the last successful flush is in
+ * `dirty` exactly once (flag ENT_DIRTY); a flush writes each once however
+ * many events touched it.  A failed flush keeps the list, so the next
+ * attempt writes them again with the newer values.
+ *
+ * Clock.  Per partition slot: the largest ts seen and the wall-clock time
+ * of the last event (to tell idle partitions); see pipeline.h.
  */
 #include "pipeline.h"
 
@@ -28,23 +31,64 @@
 
 #include "../common/error.h"
 
-#define PS_CUST_DIRTY 1u
+#define ENT_DIRTY 1u
+#define ENT_UNLOADED 2u /* shared entity waiting for its base */
 #define STATE_VERSION 1
 
-struct ps_pipeline {
-    ps_agg_env env;
-    void **self;          /* per aggregate */
-    size_t *slice_off;    /* per aggregate, from the record start */
-    size_t states_end;    /* where the id bytes start */
-
-    ps_customer **slots;  /* index, NULL = empty */
+typedef struct table {
+    ps_entity **slots; /* NULL = empty */
     size_t cap, count;
+    size_t *slice_off; /* per aggregate, from the record start */
+    size_t states_end; /* where the id bytes start */
+} table;
 
-    ps_customer **dirty;
+typedef struct part_clock {
+    int64_t max_ts;  /* INT64_MIN: nothing seen */
+    int64_t last_ms; /* wall clock of the last event */
+    uint32_t cause_len;
+    char cause[PS_ID_MAX]; /* event id that set max_ts */
+} part_clock;
+
+struct ps_pipeline {
+    ps_agg_conf conf;
+    void **self; /* per aggregate */
+    table tables[PS_KIND_COUNT];
+    ps_entity *global;
+
+    ps_entity **dirty;
     size_t dirty_n, dirty_cap;
+    ps_entity **unloaded;
+    size_t unloaded_n, unloaded_cap;
 
-    ps_wbuf blob;         /* reused for saved state */
+    part_clock *parts;
+    size_t parts_n;
+    int64_t now_ms;
+    int64_t global_wm;
+
+    ps_wbuf blob; /* reused for saved state */
 };
+
+static const char *const kind_keys[PS_KIND_COUNT] = {"cust:", "prod:",
+                                                     "campaign:", "global"};
+
+const char *ps_kind_key(ps_kind kind) { return kind_keys[kind]; }
+
+void ps_agg_conf_defaults(ps_agg_conf *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->prefix = "ps:";
+    c->allowed_lateness_ms = 3600 * 1000LL;
+    c->idle_partition_ms = 60 * 1000LL;
+    c->attribution_ms = 7 * 24 * 3600 * 1000LL;
+    c->dedup_horizon_ms = 24 * 3600 * 1000LL;
+    c->dedup_max_ids = 1024;
+    c->prior_empirical = 0;
+    c->prior_strength = 10;
+    c->half_life_ms = 0;
+    c->credible_level = 0.95;
+    c->intent_threshold = 0.5;
+    c->stream_maxlen = 100000;
+}
 
 /* FNV-1a, 64 bit: simple and adequate for ids of a few dozen bytes. */
 static uint64_t hash_id(ps_str id)
@@ -59,39 +103,160 @@ static uint64_t hash_id(ps_str id)
 
 static size_t align8(size_t n) { return (n + 7) & ~(size_t)7; }
 
-static void *slice(const ps_pipeline *p, const ps_customer *c, size_t i)
+void *ps_pipeline_slice(ps_pipeline *p, const ps_entity *e, size_t agg_index)
 {
-    return (char *)c + p->slice_off[i];
+    return (char *)e + p->tables[e->kind].slice_off[agg_index];
 }
 
-ps_pipeline *ps_pipeline_new(const ps_agg_env *env, char *errstr,
+int ps_pipeline_agg_index(const char *name)
+{
+    for (size_t i = 0; i < ps_aggregates_count; i++)
+        if (strcmp(ps_aggregates[i]->name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* ------------------------------------------------------------ tables */
+
+static int table_init(table *t, ps_kind kind)
+{
+    size_t n = ps_aggregates_count;
+    t->cap = kind == PS_KIND_GLOBAL ? 4 : 1024;
+    t->slots = calloc(t->cap, sizeof(*t->slots));
+    t->slice_off = calloc(n ? n : 1, sizeof(*t->slice_off));
+    if (t->slots == NULL || t->slice_off == NULL)
+        return PS_ERR_NOMEM;
+    size_t off = align8(sizeof(ps_entity));
+    for (size_t i = 0; i < n; i++) {
+        t->slice_off[i] = off;
+        off += align8(ps_aggregates[i]->state_size[kind]);
+    }
+    t->states_end = off;
+    return PS_OK;
+}
+
+static void table_clear(table *t)
+{
+    for (size_t i = 0; t->slots != NULL && i < t->cap; i++)
+        free(t->slots[i]);
+    free(t->slots);
+    free(t->slice_off);
+}
+
+static size_t probe(const table *t, ps_str id, uint64_t h)
+{
+    size_t mask = t->cap - 1, i = (size_t)h & mask;
+    while (t->slots[i] != NULL) {
+        const ps_entity *e = t->slots[i];
+        if (e->hash == h && e->id.len == id.len &&
+            (id.len == 0 || memcmp(e->id.ptr, id.ptr, id.len) == 0))
+            return i;
+        i = (i + 1) & mask;
+    }
+    return i;
+}
+
+static int grow(table *t)
+{
+    size_t cap = t->cap * 2;
+    ps_entity **slots = calloc(cap, sizeof(*slots));
+    if (slots == NULL)
+        return PS_ERR_NOMEM;
+    for (size_t i = 0; i < t->cap; i++) {
+        ps_entity *e = t->slots[i];
+        if (e == NULL)
+            continue;
+        size_t j = (size_t)e->hash & (cap - 1);
+        while (slots[j] != NULL)
+            j = (j + 1) & (cap - 1);
+        slots[j] = e;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->cap = cap;
+    return PS_OK;
+}
+
+/* New zeroed record of kind for id (not inserted).  NULL on OOM. */
+static ps_entity *record_new(ps_pipeline *p, ps_kind kind, ps_str id)
+{
+    table *t = &p->tables[kind];
+    ps_entity *e = calloc(1, t->states_end + id.len + 1);
+    if (e == NULL)
+        return NULL;
+    if (id.len > 0)
+        memcpy((char *)e + t->states_end, id.ptr, id.len);
+    e->id.ptr = (char *)e + t->states_end;
+    e->id.len = id.len;
+    e->kind = (uint8_t)kind;
+    e->hash = hash_id(id);
+    return e;
+}
+
+static int insert(ps_pipeline *p, ps_entity *e)
+{
+    table *t = &p->tables[e->kind];
+    if ((t->count + 1) * 10 > t->cap * 7 && grow(t) < 0)
+        return PS_ERR_NOMEM;
+    size_t i = probe(t, e->id, e->hash);
+    assert(t->slots[i] == NULL);
+    t->slots[i] = e;
+    t->count++;
+    return PS_OK;
+}
+
+static int push(ps_entity ***v, size_t *n, size_t *cap, ps_entity *e)
+{
+    if (*n == *cap) {
+        size_t c = *cap ? *cap * 2 : 256;
+        ps_entity **nv = realloc(*v, c * sizeof(*nv));
+        if (nv == NULL)
+            return PS_ERR_NOMEM;
+        *v = nv;
+        *cap = c;
+    }
+    (*v)[(*n)++] = e;
+    return PS_OK;
+}
+
+/* ---------------------------------------------------------- lifecycle */
+
+static void forget_customer(ps_pipeline *p, ps_customer *c)
+{
+    for (size_t i = 0; i < ps_aggregates_count; i++)
+        if (ps_aggregates[i]->forget_customer != NULL)
+            ps_aggregates[i]->forget_customer(p->self[i], c,
+                                              ps_pipeline_slice(p, c, i));
+}
+
+
+ps_pipeline *ps_pipeline_new(const ps_agg_conf *conf, char *errstr,
                              size_t errstr_size)
 {
     ps_pipeline *p = calloc(1, sizeof(*p));
     size_t n = ps_aggregates_count;
+    ps_str none = {"", 0};
 
     if (p == NULL)
         goto nomem;
-    p->env = *env;
-    p->self = calloc(n ? n : 1, sizeof(*p->self));
-    p->slice_off = calloc(n ? n : 1, sizeof(*p->slice_off));
-    p->cap = 1024;
-    p->slots = calloc(p->cap, sizeof(*p->slots));
-    if (p->self == NULL || p->slice_off == NULL || p->slots == NULL)
-        goto nomem;
+    p->conf = *conf;
+    p->global_wm = INT64_MIN;
     ps_wbuf_init(&p->blob);
+    p->self = calloc(n ? n : 1, sizeof(*p->self));
+    if (p->self == NULL)
+        goto nomem;
+    for (int k = 0; k < PS_KIND_COUNT; k++)
+        if (table_init(&p->tables[k], (ps_kind)k) < 0)
+            goto nomem;
+    p->global = ps_pipeline_entity(p, PS_KIND_GLOBAL, none);
+    if (p->global == NULL)
+        goto nomem;
 
-    size_t off = align8(sizeof(ps_customer));
-    for (size_t i = 0; i < n; i++) {
-        p->slice_off[i] = off;
-        off += align8(ps_aggregates[i]->cust_state_size);
-    }
-    p->states_end = off;
-
+    ps_agg_env env = {&p->conf, p};
     for (size_t i = 0; i < n; i++) {
         const ps_aggregate_ops *ops = ps_aggregates[i];
         if (ops->init != NULL &&
-            ops->init(&p->self[i], &p->env, errstr, errstr_size) < 0) {
+            ops->init(&p->self[i], &env, errstr, errstr_size) < 0) {
             ps_pipeline_destroy(p);
             return NULL;
         }
@@ -108,56 +273,31 @@ void ps_pipeline_destroy(ps_pipeline *p)
 {
     if (p == NULL)
         return;
+    /* aggregates release what they keep per customer, while they exist */
+    table *ct = &p->tables[PS_KIND_CUSTOMER];
+    for (size_t i = 0; p->self != NULL && ct->slots != NULL && i < ct->cap;
+         i++)
+        if (ct->slots[i] != NULL)
+            forget_customer(p, ct->slots[i]);
     for (size_t i = 0; p->self != NULL && i < ps_aggregates_count; i++)
         if (ps_aggregates[i]->destroy != NULL)
             ps_aggregates[i]->destroy(p->self[i]);
-    for (size_t i = 0; p->slots != NULL && i < p->cap; i++)
-        free(p->slots[i]);
-    free(p->slots);
+    for (int k = 0; k < PS_KIND_COUNT; k++)
+        table_clear(&p->tables[k]);
     free(p->dirty);
+    free(p->unloaded);
+    free(p->parts);
     free(p->self);
-    free(p->slice_off);
     ps_wbuf_clear(&p->blob);
     free(p);
 }
 
-static size_t probe(const ps_pipeline *p, ps_str id, uint64_t h)
-{
-    size_t mask = p->cap - 1, i = (size_t)h & mask;
-    while (p->slots[i] != NULL) {
-        const ps_customer *c = p->slots[i];
-        if (c->hash == h && c->id.len == id.len &&
-            memcmp(c->id.ptr, id.ptr, id.len) == 0)
-            return i;
-        i = (i + 1) & mask;
-    }
-    return i;
-}
+/* ------------------------------------------------------------ entities */
 
-ps_customer *ps_pipeline_find(ps_pipeline *p, ps_str id)
+ps_entity *ps_pipeline_find(ps_pipeline *p, ps_kind kind, ps_str id)
 {
-    return p->slots[probe(p, id, hash_id(id))];
-}
-
-static int grow(ps_pipeline *p)
-{
-    size_t cap = p->cap * 2;
-    ps_customer **slots = calloc(cap, sizeof(*slots));
-    if (slots == NULL)
-        return PS_ERR_NOMEM;
-    for (size_t i = 0; i < p->cap; i++) {
-        ps_customer *c = p->slots[i];
-        if (c == NULL)
-            continue;
-        size_t j = (size_t)c->hash & (cap - 1);
-        while (slots[j] != NULL)
-            j = (j + 1) & (cap - 1);
-        slots[j] = c;
-    }
-    free(p->slots);
-    p->slots = slots;
-    p->cap = cap;
-    return PS_OK;
+    table *t = &p->tables[kind];
+    return t->slots[probe(t, id, hash_id(id))];
 }
 
 /* Restore slices from a saved blob into c (slices zeroed). */
@@ -187,7 +327,8 @@ static int load_blob(ps_pipeline *p, ps_customer *c, const void *blob,
             const ps_aggregate_ops *ops = ps_aggregates[i];
             if (ops->load_customer == NULL || strcmp(ops->name, name) != 0)
                 continue;
-            if (ops->load_customer(p->self[i], slice(p, c, i), &part) < 0 ||
+            if (ops->load_customer(p->self[i], c, ps_pipeline_slice(p, c, i),
+                                   &part) < 0 ||
                 part.err)
                 return PS_ERR_STATE;
         }
@@ -198,66 +339,228 @@ static int load_blob(ps_pipeline *p, ps_customer *c, const void *blob,
 ps_customer *ps_pipeline_add(ps_pipeline *p, ps_str id, const void *blob,
                              size_t len, int *err)
 {
-    ps_customer *c;
+    ps_customer *c = record_new(p, PS_KIND_CUSTOMER, id);
 
     *err = PS_OK;
-    if ((p->count + 1) * 10 > p->cap * 7 && grow(p) < 0) {
-        *err = PS_ERR_NOMEM;
-        return NULL;
-    }
-    c = calloc(1, p->states_end + id.len);
     if (c == NULL) {
         *err = PS_ERR_NOMEM;
         return NULL;
     }
-    memcpy((char *)c + p->states_end, id.ptr, id.len);
-    c->id.ptr = (char *)c + p->states_end;
-    c->id.len = id.len;
-    c->hash = hash_id(id);
     if (blob != NULL) {
         *err = load_blob(p, c, blob, len);
         if (*err < 0) {
+            /* aggregates may have linked parts of c already */
+            forget_customer(p, c);
             free(c);
             return NULL;
         }
     }
-    size_t i = probe(p, id, c->hash);
-    assert(p->slots[i] == NULL);
-    p->slots[i] = c;
-    p->count++;
+    *err = insert(p, c);
+    if (*err < 0) {
+        forget_customer(p, c);
+        free(c);
+        return NULL;
+    }
     return c;
 }
 
-static int mark_dirty(ps_pipeline *p, ps_customer *c)
+ps_entity *ps_pipeline_entity(ps_pipeline *p, ps_kind kind, ps_str id)
 {
-    if (c->flags & PS_CUST_DIRTY)
-        return PS_OK;
-    if (p->dirty_n == p->dirty_cap) {
-        size_t cap = p->dirty_cap ? p->dirty_cap * 2 : 1024;
-        ps_customer **d = realloc(p->dirty, cap * sizeof(*d));
-        if (d == NULL)
-            return PS_ERR_NOMEM;
-        p->dirty = d;
-        p->dirty_cap = cap;
+    assert(kind != PS_KIND_CUSTOMER);
+    ps_entity *e = ps_pipeline_find(p, kind, id);
+    if (e != NULL)
+        return e;
+    e = record_new(p, kind, id);
+    if (e == NULL)
+        return NULL;
+    e->flags |= ENT_UNLOADED;
+    if (insert(p, e) < 0 ||
+        push(&p->unloaded, &p->unloaded_n, &p->unloaded_cap, e) < 0) {
+        /* insert may have succeeded: leave the record in the table (it
+         * is freed with it) but report the failure */
+        return NULL;
     }
-    c->flags |= PS_CUST_DIRTY;
-    c->dirty_ix = (uint32_t)p->dirty_n;
-    p->dirty[p->dirty_n++] = c;
+    return e;
+}
+
+int ps_pipeline_touch(ps_pipeline *p, ps_entity *e)
+{
+    if (e->flags & ENT_DIRTY)
+        return PS_OK;
+    if (push(&p->dirty, &p->dirty_n, &p->dirty_cap, e) < 0)
+        return PS_ERR_NOMEM;
+    e->flags |= ENT_DIRTY;
+    e->dirty_ix = (uint32_t)(p->dirty_n - 1);
     return PS_OK;
 }
 
-int ps_pipeline_apply(ps_pipeline *p, const ps_event *ev, ps_customer *cust)
+size_t ps_pipeline_unloaded(ps_pipeline *p, ps_entity ***list)
 {
+    /* drop the ones loaded since they were listed */
+    size_t k = 0;
+    for (size_t i = 0; i < p->unloaded_n; i++)
+        if (p->unloaded[i]->flags & ENT_UNLOADED)
+            p->unloaded[k++] = p->unloaded[i];
+    p->unloaded_n = k;
+    *list = p->unloaded;
+    return k;
+}
+
+void ps_pipeline_load_field(ps_pipeline *p, ps_entity *e, const char *field,
+                            size_t flen, const char *val, size_t vlen)
+{
+    for (size_t i = 0; i < ps_aggregates_count; i++)
+        if (ps_aggregates[i]->load_shared_field != NULL &&
+            ps_aggregates[i]->state_size[e->kind] > 0)
+            ps_aggregates[i]->load_shared_field(
+                p->self[i], e, ps_pipeline_slice(p, e, i), field, flen, val,
+                vlen);
+}
+
+void ps_pipeline_loaded(ps_pipeline *p, ps_entity *e)
+{
+    (void)p;
+    e->flags &= ~ENT_UNLOADED;
+}
+
+/* --------------------------------------------------------------- clock */
+
+static part_clock *clock_of(ps_pipeline *p, uint32_t part)
+{
+    if (part >= p->parts_n) {
+        size_t n = part + 1;
+        part_clock *v = realloc(p->parts, n * sizeof(*v));
+        if (v == NULL)
+            return NULL;
+        for (size_t i = p->parts_n; i < n; i++) {
+            v[i].max_ts = INT64_MIN;
+            v[i].last_ms = 0;
+            v[i].cause_len = 0;
+        }
+        p->parts = v;
+        p->parts_n = n;
+    }
+    return &p->parts[part];
+}
+
+static int64_t own_watermark(const ps_pipeline *p, const part_clock *c)
+{
+    return c->max_ts == INT64_MIN ? INT64_MIN
+                                  : c->max_ts - p->conf.allowed_lateness_ms;
+}
+
+static bool is_idle(const ps_pipeline *p, const part_clock *c)
+{
+    return c->max_ts == INT64_MIN ||
+           p->now_ms - c->last_ms > p->conf.idle_partition_ms;
+}
+
+int64_t ps_pipeline_watermark(const ps_pipeline *p, uint32_t part)
+{
+    if (part >= p->parts_n)
+        return p->global_wm;
+    const part_clock *c = &p->parts[part];
+    int64_t own = own_watermark(p, c);
+    if (is_idle(p, c) && p->global_wm > own)
+        return p->global_wm;
+    return own;
+}
+
+ps_str ps_pipeline_watermark_cause(const ps_pipeline *p, uint32_t part)
+{
+    if (part >= p->parts_n)
+        return (ps_str){"", 0};
+    return (ps_str){p->parts[part].cause, p->parts[part].cause_len};
+}
+
+int64_t ps_pipeline_global_watermark(const ps_pipeline *p)
+{
+    return p->global_wm;
+}
+
+static void update_global_wm(ps_pipeline *p)
+{
+    int64_t busy_min = INT64_MAX, any_max = INT64_MIN;
+    for (size_t i = 0; i < p->parts_n; i++) {
+        const part_clock *c = &p->parts[i];
+        int64_t w = own_watermark(p, c);
+        if (w == INT64_MIN)
+            continue;
+        if (w > any_max)
+            any_max = w;
+        if (!is_idle(p, c) && w < busy_min)
+            busy_min = w;
+    }
+    int64_t wm = busy_min != INT64_MAX ? busy_min : any_max;
+    if (wm > p->global_wm) /* never goes back */
+        p->global_wm = wm;
+}
+
+int ps_pipeline_advance(ps_pipeline *p, int64_t now_ms)
+{
+    p->now_ms = now_ms;
+    update_global_wm(p);
     for (size_t i = 0; i < ps_aggregates_count; i++) {
-        const ps_aggregate_ops *ops = ps_aggregates[i];
-        int rc = ops->apply(p->self[i], ev, cust, slice(p, cust, i));
-        if (rc == PS_AGG_DROP)
-            return PS_AGG_DROP;
+        if (ps_aggregates[i]->advance == NULL)
+            continue;
+        int rc = ps_aggregates[i]->advance(p->self[i]);
         if (rc < 0)
             return rc;
     }
-    return mark_dirty(p, cust);
+    return PS_OK;
 }
+
+/* --------------------------------------------------------------- apply */
+
+int ps_pipeline_apply(ps_pipeline *p, const ps_event *ev, ps_customer *cust,
+                      bool *late)
+{
+    part_clock *clk = clock_of(p, ev->part);
+    ps_apply_ctx ctx = {0};
+
+    if (clk == NULL)
+        return PS_ERR_NOMEM;
+    *late = clk->max_ts != INT64_MIN && ev->ts < own_watermark(p, clk);
+    if (ev->product_id.ptr != NULL) {
+        ctx.product = ps_pipeline_entity(p, PS_KIND_PRODUCT, ev->product_id);
+        if (ctx.product == NULL)
+            return PS_ERR_NOMEM;
+    }
+    if (ev->campaign.ptr != NULL) {
+        ctx.campaign = ps_pipeline_entity(p, PS_KIND_CAMPAIGN, ev->campaign);
+        if (ctx.campaign == NULL)
+            return PS_ERR_NOMEM;
+    }
+    ctx.cust = cust;
+    for (size_t i = 0; i < ps_aggregates_count; i++) {
+        const ps_aggregate_ops *ops = ps_aggregates[i];
+        ctx.cust_state = ps_pipeline_slice(p, cust, i);
+        ctx.product_state =
+            ctx.product ? ps_pipeline_slice(p, ctx.product, i) : NULL;
+        ctx.campaign_state =
+            ctx.campaign ? ps_pipeline_slice(p, ctx.campaign, i) : NULL;
+        ctx.global_state = ps_pipeline_slice(p, p->global, i);
+        int rc = ops->apply(p->self[i], ev, &ctx);
+        if (rc == PS_AGG_DROP)
+            return PS_AGG_DROP; /* nothing was changed before the drop */
+        if (rc < 0)
+            return rc;
+    }
+    /* the clock moves only with applied events (duplicates excluded) */
+    if (ev->ts > clk->max_ts) {
+        clk->max_ts = ev->ts;
+        clk->cause_len = ev->event_id.len;
+        memcpy(clk->cause, ev->event_id.ptr, ev->event_id.len);
+    }
+    clk->last_ms = p->now_ms;
+    if (ps_pipeline_touch(p, cust) < 0 || ps_pipeline_touch(p, p->global) < 0 ||
+        (ctx.product && ps_pipeline_touch(p, ctx.product) < 0) ||
+        (ctx.campaign && ps_pipeline_touch(p, ctx.campaign) < 0))
+        return PS_ERR_NOMEM;
+    return PS_OK;
+}
+
+/* --------------------------------------------------------------- flush */
 
 void ps_pipeline_save_customer(ps_pipeline *p, const ps_customer *cust,
                                ps_wbuf *w)
@@ -277,7 +580,8 @@ void ps_pipeline_save_customer(ps_pipeline *p, const ps_customer *cust,
         size_t len_at = w->len;
         ps_wbuf_u32(w, 0);
         size_t start = w->len;
-        ops->save_customer(p->self[i], slice(p, cust, i), w);
+        ops->save_customer(p->self[i], cust,
+                           ps_pipeline_slice(p, cust, i), w);
         if (w->oom)
             return;
         uint32_t part = (uint32_t)(w->len - start);
@@ -286,23 +590,47 @@ void ps_pipeline_save_customer(ps_pipeline *p, const ps_customer *cust,
     }
 }
 
+static void write_customer(ps_pipeline *p, ps_customer *c, ps_batch *b)
+{
+    ps_batch_begin(b, "HSET");
+    ps_batch_arg_key(b, "cust:", c->id, NULL);
+    for (size_t i = 0; i < ps_aggregates_count; i++)
+        if (ps_aggregates[i]->write_customer != NULL)
+            ps_aggregates[i]->write_customer(p->self[i], c,
+                                             ps_pipeline_slice(p, c, i), b);
+    ps_batch_end(b);
+    for (size_t i = 0; i < ps_aggregates_count; i++)
+        if (ps_aggregates[i]->write_customer_keys != NULL)
+            ps_aggregates[i]->write_customer_keys(
+                p->self[i], c, ps_pipeline_slice(p, c, i), b);
+
+    ps_wbuf_reset(&p->blob);
+    ps_pipeline_save_customer(p, c, &p->blob);
+    ps_batch_begin(b, "SET");
+    ps_batch_arg_key(b, "state:cust:", c->id, NULL);
+    ps_batch_arg(b, p->blob.data, p->blob.len);
+    ps_batch_end(b);
+}
+
 void ps_pipeline_write(ps_pipeline *p, ps_batch *b)
 {
     for (size_t k = 0; k < p->dirty_n; k++) {
-        const ps_customer *c = p->dirty[k];
-        ps_batch_begin(b, "HSET");
-        ps_batch_arg_key(b, "cust:", c->id, NULL);
+        ps_entity *e = p->dirty[k];
+        if (e->kind == PS_KIND_CUSTOMER) {
+            write_customer(p, e, b);
+            continue;
+        }
         for (size_t i = 0; i < ps_aggregates_count; i++)
-            if (ps_aggregates[i]->write_customer != NULL)
-                ps_aggregates[i]->write_customer(p->self[i], c,
-                                                 slice(p, c, i), b);
-        ps_batch_end(b);
-
-        ps_wbuf_reset(&p->blob);
-        ps_pipeline_save_customer(p, c, &p->blob);
-        ps_batch_begin(b, "SET");
-        ps_batch_arg_key(b, "state:cust:", c->id, NULL);
-        ps_batch_arg(b, p->blob.data, p->blob.len);
+            if (ps_aggregates[i]->write_shared_entity != NULL &&
+                ps_aggregates[i]->state_size[e->kind] > 0)
+                ps_aggregates[i]->write_shared_entity(
+                    p->self[i], e, ps_pipeline_slice(p, e, i), b);
+    }
+    if (p->global_wm != INT64_MIN) {
+        ps_batch_begin(b, "HSET");
+        ps_batch_arg_key(b, "global", (ps_str){"", 0}, NULL);
+        ps_batch_arg_cstr(b, "watermark");
+        ps_batch_arg_i64(b, p->global_wm);
         ps_batch_end(b);
     }
     for (size_t i = 0; i < ps_aggregates_count; i++)
@@ -312,8 +640,17 @@ void ps_pipeline_write(ps_pipeline *p, ps_batch *b)
 
 void ps_pipeline_flushed(ps_pipeline *p)
 {
-    for (size_t k = 0; k < p->dirty_n; k++)
-        p->dirty[k]->flags &= ~PS_CUST_DIRTY;
+    for (size_t k = 0; k < p->dirty_n; k++) {
+        ps_entity *e = p->dirty[k];
+        e->flags &= ~ENT_DIRTY;
+        if (e->kind == PS_KIND_CUSTOMER)
+            continue;
+        for (size_t i = 0; i < ps_aggregates_count; i++)
+            if (ps_aggregates[i]->flushed_shared_entity != NULL &&
+                ps_aggregates[i]->state_size[e->kind] > 0)
+                ps_aggregates[i]->flushed_shared_entity(
+                    p->self[i], e, ps_pipeline_slice(p, e, i));
+    }
     p->dirty_n = 0;
     for (size_t i = 0; i < ps_aggregates_count; i++)
         if (ps_aggregates[i]->flushed != NULL)
@@ -322,14 +659,21 @@ void ps_pipeline_flushed(ps_pipeline *p)
 
 void ps_pipeline_forget_all(ps_pipeline *p)
 {
+    table *t = &p->tables[PS_KIND_CUSTOMER];
     assert(p->dirty_n == 0);
-    for (size_t i = 0; i < p->cap; i++) {
-        free(p->slots[i]);
-        p->slots[i] = NULL;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->slots[i] == NULL)
+            continue;
+        forget_customer(p, t->slots[i]);
+        free(t->slots[i]);
+        t->slots[i] = NULL;
     }
-    p->count = 0;
+    t->count = 0;
 }
 
-size_t ps_pipeline_customer_count(const ps_pipeline *p) { return p->count; }
+size_t ps_pipeline_customer_count(const ps_pipeline *p)
+{
+    return p->tables[PS_KIND_CUSTOMER].count;
+}
 
 size_t ps_pipeline_dirty_count(const ps_pipeline *p) { return p->dirty_n; }

@@ -1,13 +1,21 @@
 /*
- * pipeline.h -- the customer table and the registered aggregates, driven
- * as one unit by the run loop.
+ * pipeline.h -- the entity tables, the clock and the registered
+ * aggregates, driven as one unit by the run loop.
  *
- * The pipeline owns every in-memory customer record and lends each
- * aggregate its slice of it (see aggregate.h).  It is pure: it never reads
- * Redis itself.  A customer must be present before its events are applied:
- * the run loop looks customers up with ps_pipeline_find(), fetches the saved
- * state of the missing ones from ps:state:cust:{id} in one pipelined round
- * trip per consumed batch, and adds them with ps_pipeline_add().
+ * The pipeline owns every in-memory entity (customers, products,
+ * campaigns, the global record; see aggregate.h) and lends each aggregate
+ * its slices.  It is pure: it never reads Redis itself.  Before a batch of
+ * events is applied, the run loop makes sure that
+ *   - every customer of the batch is in memory: those missing are fetched
+ *     from ps:state:cust:{id} in one pipelined round trip and added with
+ *     ps_pipeline_add();
+ *   - every shared entity the batch names exists (ps_pipeline_entity) and
+ *     has its base loaded from its output hash: ps_pipeline_unloaded()
+ *     lists those waiting, ps_pipeline_load_field() / ps_pipeline_loaded()
+ *     feed them.
+ * Shared entities created later on demand (e.g. the campaign of a funnel
+ * restored from saved state) are listed by ps_pipeline_unloaded() too; the
+ * run loop loads them before the flush.
  *
  * Saved customer state (the value of ps:state:cust:{id}) is
  *     u8 version (1), u8 count, then count x
@@ -18,20 +26,19 @@
 #ifndef PS_PIPELINE_H
 #define PS_PIPELINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "aggregate.h"
 
-typedef struct ps_pipeline ps_pipeline;
-
-/* New pipeline with every registered aggregate initialised.  NULL with
- * errstr on failure. */
-ps_pipeline *ps_pipeline_new(const ps_agg_env *env, char *errstr,
+/* New pipeline with every registered aggregate initialised (conf is
+ * copied).  NULL with errstr on failure. */
+ps_pipeline *ps_pipeline_new(const ps_agg_conf *conf, char *errstr,
                              size_t errstr_size);
 void ps_pipeline_destroy(ps_pipeline *p); /* NULL is a no-op */
 
-/* The in-memory record of customer id, or NULL. */
-ps_customer *ps_pipeline_find(ps_pipeline *p, ps_str id);
+/* The in-memory entity of kind and id, or NULL. */
+ps_entity *ps_pipeline_find(ps_pipeline *p, ps_kind kind, ps_str id);
 
 /*
  * Add customer id (not present yet) with its saved state (blob, len), or
@@ -41,10 +48,54 @@ ps_customer *ps_pipeline_find(ps_pipeline *p, ps_str id);
 ps_customer *ps_pipeline_add(ps_pipeline *p, ps_str id, const void *blob,
                              size_t len, int *err);
 
-/* Apply a valid event of customer cust (from find/add) to every aggregate
- * in order.  0, PS_AGG_DROP (an aggregate dropped it), or a negative
- * ps_err. */
-int ps_pipeline_apply(ps_pipeline *p, const ps_event *ev, ps_customer *cust);
+/* Find or create a shared entity (product, campaign, global); a new one
+ * waits for its base (see ps_pipeline_unloaded).  NULL on OOM. */
+ps_entity *ps_pipeline_entity(ps_pipeline *p, ps_kind kind, ps_str id);
+
+/* Slice of aggregate number agg_index (its position in aggregates.def)
+ * in entity e. */
+void *ps_pipeline_slice(ps_pipeline *p, const ps_entity *e, size_t agg_index);
+
+/* Index of the aggregate named name, or -1. */
+int ps_pipeline_agg_index(const char *name);
+
+/* Mark e changed since the last flush (apply does this for the event's
+ * entities; aggregates call it for others, e.g. from advance). */
+int ps_pipeline_touch(ps_pipeline *p, ps_entity *e);
+
+/* Shared entities whose base is not loaded: fills *list (owned by the
+ * pipeline, valid until the next call) and returns how many. */
+size_t ps_pipeline_unloaded(ps_pipeline *p, ps_entity ***list);
+/* One field of e's output hash as read from Redis. */
+void ps_pipeline_load_field(ps_pipeline *p, ps_entity *e, const char *field,
+                            size_t flen, const char *val, size_t vlen);
+/* e's output hash has been read completely (or does not exist). */
+void ps_pipeline_loaded(ps_pipeline *p, ps_entity *e);
+
+/*
+ * Apply a valid event (ev->part set) of customer cust (from find/add; its
+ * product and campaign entities must exist) to every aggregate in order.
+ * Sets *late when ev->ts is older than its partition's watermark (the
+ * event is applied all the same).  0, PS_AGG_DROP (an aggregate dropped
+ * it, e.g. a duplicate), or a negative ps_err.
+ */
+int ps_pipeline_apply(ps_pipeline *p, const ps_event *ev, ps_customer *cust,
+                      bool *late);
+
+/* The clock.  A partition's watermark is the largest ts seen on it minus
+ * the allowed lateness.  A partition without events for idle_partition_ms
+ * of wall-clock time is idle: it does not hold back the global watermark
+ * (the minimum over the busy partitions), and its own effective watermark
+ * follows the global one.  INT64_MIN until anything is known. */
+int64_t ps_pipeline_watermark(const ps_pipeline *p, uint32_t part);
+int64_t ps_pipeline_global_watermark(const ps_pipeline *p);
+/* The id of the event that last moved partition part's watermark (the
+ * cause of what its passing closes); "" when unknown. */
+ps_str ps_pipeline_watermark_cause(const ps_pipeline *p, uint32_t part);
+
+/* After a batch: update idleness at wall-clock time now_ms and let every
+ * aggregate close what the watermarks passed.  0 or a negative ps_err. */
+int ps_pipeline_advance(ps_pipeline *p, int64_t now_ms);
 
 /* Append everything changed since the last successful flush to b. */
 void ps_pipeline_write(ps_pipeline *p, ps_batch *b);
@@ -52,13 +103,13 @@ void ps_pipeline_write(ps_pipeline *p, ps_batch *b);
 /* The transaction holding the last ps_pipeline_write succeeded. */
 void ps_pipeline_flushed(ps_pipeline *p);
 
-/* Customers in memory, and customers changed since the last flush. */
+/* Customers in memory, and entities changed since the last flush. */
 size_t ps_pipeline_customer_count(const ps_pipeline *p);
 size_t ps_pipeline_dirty_count(const ps_pipeline *p);
 
 /* Drop every customer from memory (their state is in Redis; they are
  * reloaded on their next event).  Only valid right after a successful
- * flush: asserts that no customer is dirty.  Used when partitions are
+ * flush: asserts that nothing is dirty.  Used when partitions are
  * revoked, since another instance may update those customers meanwhile. */
 void ps_pipeline_forget_all(ps_pipeline *p);
 

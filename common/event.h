@@ -48,6 +48,7 @@ typedef struct ps_event {
     double amount;
     int64_t ts;        /* event time, ms since the epoch, UTC */
     int64_t signup_ts; /* ms since the epoch, 0 when absent */
+    uint32_t part;     /* partition slot, set by the run loop (not decoded) */
 } ps_event;
 
 /* Upper-case symbol of the Avro enum ("CLICK", ...); "?" when out of range. */

@@ -4,6 +4,7 @@
  */
 #include "kafka.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,8 +36,24 @@ ps_part *ps_parts_add(ps_parts *ps, const char *topic, int32_t partition,
         ps->v = v;
         ps->cap = cap;
     }
+    char name[512];
+    uint32_t slot = UINT32_MAX;
+    snprintf(name, sizeof(name), "%s:%d", topic, (int)partition);
+    for (size_t i = 0; i < ps->slots_n; i++)
+        if (strcmp(ps->slot_names[i], name) == 0)
+            slot = (uint32_t)i;
+    if (slot == UINT32_MAX) {
+        char **v = realloc(ps->slot_names, (ps->slots_n + 1) * sizeof(*v));
+        if (v == NULL)
+            return NULL;
+        ps->slot_names = v;
+        if ((v[ps->slots_n] = strdup(name)) == NULL)
+            return NULL;
+        slot = (uint32_t)ps->slots_n++;
+    }
     ps_part *p = &ps->v[ps->n];
     memset(p, 0, sizeof(*p));
+    p->slot = slot;
     p->topic = strdup(topic);
     if (p->topic == NULL)
         return NULL;
@@ -53,6 +70,16 @@ void ps_parts_clear(ps_parts *ps)
         free(ps->v[i].topic);
     ps->n = 0;
     ps->last = 0;
+}
+
+void ps_parts_free(ps_parts *ps)
+{
+    ps_parts_clear(ps);
+    free(ps->v);
+    for (size_t i = 0; i < ps->slots_n; i++)
+        free(ps->slot_names[i]);
+    free(ps->slot_names);
+    memset(ps, 0, sizeof(*ps));
 }
 
 static int conf_set(rd_kafka_conf_t *conf, const char *k, const char *v,

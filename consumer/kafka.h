@@ -25,6 +25,7 @@ typedef struct ps_part {
     int64_t next;      /* next offset to consume (after what was applied) */
     int64_t flushed;   /* next offset as of the last successful flush */
     bool eof;          /* consumed to the end (last event seen) */
+    uint32_t slot;     /* stable small number for the pipeline's clock */
 } ps_part;
 
 /* The set of assigned partitions; small (tens to hundreds). */
@@ -32,12 +33,18 @@ typedef struct ps_parts {
     ps_part *v;
     size_t n, cap;
     size_t last; /* lookup cache */
+    /* every (topic, partition) ever assigned -> slot, so a partition
+     * keeps its slot across rebalances */
+    char **slot_names;
+    size_t slots_n;
 } ps_parts;
 
 ps_part *ps_parts_find(ps_parts *ps, const char *topic, int32_t partition);
 ps_part *ps_parts_add(ps_parts *ps, const char *topic, int32_t partition,
                       int64_t next);
 void ps_parts_clear(ps_parts *ps);
+/* Free everything, slots included. */
+void ps_parts_free(ps_parts *ps);
 
 /*
  * A high-level consumer with propstream's fixed settings (no auto commit,

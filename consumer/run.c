@@ -72,6 +72,16 @@ typedef struct run_opts {
     int64_t redis_db;
     int64_t redis_timeout_ms;
     bool print_config;
+    int64_t allowed_lateness_ms;
+    int64_t idle_partition_ms;
+    int64_t attribution_window_ms;
+    int64_t dedup_horizon_ms;
+    int64_t dedup_max_ids;
+    char *prior;
+    double prior_strength;
+    double half_life_ms;
+    double credible_level;
+    double intent_threshold;
 } run_opts;
 
 #define OPT(field) offsetof(run_opts, field)
@@ -124,6 +134,39 @@ static const ps_option run_options[] = {
      "Redis connect and I/O timeout", OPT(redis_timeout_ms), 0},
     {"print-config", 0, PS_OPT_BOOL, "false", 1, 0, NULL,
      "print the effective configuration and exit", OPT(print_config), 0},
+    {"allowed-lateness-ms", 0, PS_OPT_INT, "3600000", 0, 31536000000.0, "ms",
+     "watermark = largest event time seen on a partition minus this",
+     OPT(allowed_lateness_ms), 0},
+    {"idle-partition-ms", 0, PS_OPT_INT, "60000", 100, 86400000, "ms",
+     "wall-clock time without events after which a partition stops "
+     "holding back the global watermark",
+     OPT(idle_partition_ms), 0},
+    {"attribution-window-ms", 0, PS_OPT_INT, "604800000", 1, 31536000000.0,
+     "ms", "a PURCHASE this long after a funnel opened still converts it",
+     OPT(attribution_window_ms), 0},
+    {"dedup-horizon-ms", 0, PS_OPT_INT, "86400000", 0, 31536000000.0, "ms",
+     "event ids are remembered per customer for this much event time",
+     OPT(dedup_horizon_ms), 0},
+    {"dedup-max-ids", 0, PS_OPT_INT, "1024", 1, 1000000, "ids",
+     "most event ids remembered per customer (oldest forgotten first)",
+     OPT(dedup_max_ids), 0},
+    {"prior", 0, PS_OPT_STR, "flat", 1, 0, NULL,
+     "customer prior: flat (Beta(1,1)) or empirical (centred on the global "
+     "rate of the same path)",
+     OPT(prior), 0},
+    {"prior-strength", 0, PS_OPT_DBL, "10", 0, 1e9, "pseudo-trials",
+     "weight of the empirical prior", OPT(prior_strength), 0},
+    {"half-life-ms", 0, PS_OPT_DBL, "0", 0, 1e15, "ms",
+     "forgetting: customer counts halve every this much event time "
+     "(0 = never)",
+     OPT(half_life_ms), 0},
+    {"credible-level", 0, PS_OPT_DBL, "0.95", 0.5, 0.9999, NULL,
+     "probability of the published credible intervals",
+     OPT(credible_level), 0},
+    {"intent-threshold", 0, PS_OPT_DBL, "0.5", 0, 1, NULL,
+     "high_intent fires when an open funnel's P(purchase) crosses this "
+     "upwards",
+     OPT(intent_threshold), 0},
 };
 #define RUN_OPTIONS_N (sizeof(run_options) / sizeof(run_options[0]))
 
@@ -324,6 +367,7 @@ static void handle_message(run_ctx *c, rd_kafka_message_t *m)
         dead_letter(c, m, bad, detail);
         return;
     }
+    ev.part = p->slot;
     copy_str(c, &ev.event_id);
     copy_str(c, &ev.customer_id);
     copy_str(c, &ev.product_id);
@@ -393,7 +437,8 @@ static int load_customers(run_ctx *c)
     c->miss_n = 0;
     memset(c->miss_set, 0, c->miss_set_cap * sizeof(*c->miss_set));
     for (size_t i = 0; i < c->ev_n; i++)
-        if (ps_pipeline_find(c->pipe, c->evs[i].customer_id) == NULL)
+        if (ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER,
+                             c->evs[i].customer_id) == NULL)
             miss_add(c, c->evs[i].customer_id);
     if (c->miss_n == 0)
         return PS_OK;
@@ -410,7 +455,7 @@ static int load_customers(run_ctx *c)
             return PS_ERR_IO;
         size_t k = 0;
         for (size_t i = 0; i < c->miss_n; i++)
-            if (ps_pipeline_find(c->pipe, c->miss[i]) == NULL)
+            if (ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER, c->miss[i]) == NULL)
                 c->miss[k++] = c->miss[i];
         c->miss_n = k;
         build_keys(c);
@@ -418,33 +463,123 @@ static int load_customers(run_ctx *c)
     return c->load_err;
 }
 
-/* Apply the round's events; afterwards the arena is empty. */
+struct shared_load {
+    ps_pipeline *pipe;
+    ps_entity **list;
+};
+
+static void on_shared_field(void *opaque, size_t i, const char *f, size_t flen,
+                            const char *v, size_t vlen)
+{
+    struct shared_load *l = opaque;
+    ps_pipeline_load_field(l->pipe, l->list[i], f, flen, v, vlen);
+}
+
+/* Read the bases of every shared entity (product, campaign, global) that
+ * has none yet from its output hash, in one pipelined round trip. */
+static int load_shared(run_ctx *c)
+{
+    ps_entity **list;
+    size_t n = ps_pipeline_unloaded(c->pipe, &list);
+    const char *pre = c->o->prefix;
+    size_t pl = strlen(pre), need = 0;
+
+    if (n == 0)
+        return PS_OK;
+    for (size_t i = 0; i < n; i++)
+        need += pl + strlen(ps_kind_key((ps_kind)list[i]->kind)) +
+                list[i]->id.len;
+    char *buf = malloc(need ? need : 1);
+    const char **keys = malloc(n * sizeof(*keys));
+    size_t *lens = malloc(n * sizeof(*lens));
+    if (buf == NULL || keys == NULL || lens == NULL) {
+        free(buf);
+        free(keys);
+        free(lens);
+        return PS_ERR_NOMEM;
+    }
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *kk = ps_kind_key((ps_kind)list[i]->kind);
+        size_t kl = strlen(kk);
+        keys[i] = buf + off;
+        memcpy(buf + off, pre, pl);
+        memcpy(buf + off + pl, kk, kl);
+        memcpy(buf + off + pl + kl, list[i]->id.ptr, list[i]->id.len);
+        lens[i] = pl + kl + list[i]->id.len;
+        off += lens[i];
+    }
+    struct shared_load l = {c->pipe, list};
+    int rc;
+    /* fields overwrite bases, so a retry after a partial read is safe */
+    while ((rc = ps_redis_sink_hgetall_many(c->sink, n, keys, lens,
+                                            on_shared_field, &l)) != PS_OK)
+        if (wait_for_redis(c) < 0)
+            break;
+    if (rc == PS_OK)
+        for (size_t i = 0; i < n; i++)
+            ps_pipeline_loaded(c->pipe, list[i]);
+    free(buf);
+    free(keys);
+    free(lens);
+    return rc;
+}
+
+/* Make sure the round's products and campaigns exist (their bases are
+ * loaded before their events are applied). */
+static int register_shared(run_ctx *c)
+{
+    for (size_t i = 0; i < c->ev_n; i++) {
+        const ps_event *ev = &c->evs[i];
+        if (ev->product_id.ptr != NULL &&
+            ps_pipeline_entity(c->pipe, PS_KIND_PRODUCT, ev->product_id) == NULL)
+            return PS_ERR_NOMEM;
+        if (ev->campaign.ptr != NULL &&
+            ps_pipeline_entity(c->pipe, PS_KIND_CAMPAIGN, ev->campaign) == NULL)
+            return PS_ERR_NOMEM;
+    }
+    return PS_OK;
+}
+
+/* Apply the round's events; afterwards the arena is empty.  Then let the
+ * aggregates close what the watermarks passed. */
 static int process_round(run_ctx *c)
 {
     int rc = PS_OK;
 
-    if (c->ev_n == 0)
-        return PS_OK;
-    rc = load_customers(c);
-    if (rc < 0)
-        return rc;
-    for (size_t i = 0; i < c->ev_n; i++) {
-        ps_customer *cust = ps_pipeline_find(c->pipe, c->evs[i].customer_id);
-        rc = ps_pipeline_apply(c->pipe, &c->evs[i], cust);
-        if (rc == PS_AGG_DROP) {
-            c->total.dup++;
-            c->delta.dup++;
-        } else if (rc < 0) {
-            ps_error("aggregate failed: %s", ps_err_str(rc));
+    if (c->ev_n > 0) {
+        if ((rc = load_customers(c)) < 0 || (rc = register_shared(c)) < 0 ||
+            (rc = load_shared(c)) < 0)
             return rc;
-        } else {
+        for (size_t i = 0; i < c->ev_n; i++) {
+            ps_customer *cust = ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER,
+                                                 c->evs[i].customer_id);
+            bool late = false;
+            rc = ps_pipeline_apply(c->pipe, &c->evs[i], cust, &late);
+            if (rc == PS_AGG_DROP) {
+                c->total.dup++;
+                c->delta.dup++;
+                continue;
+            }
+            if (rc < 0) {
+                ps_error("aggregate failed: %s", ps_err_str(rc));
+                return rc;
+            }
             c->total.applied++;
             c->delta.applied++;
+            if (late) {
+                c->total.late++;
+                c->delta.late++;
+            }
         }
+        c->ev_n = 0;
+        c->arena_len = 0;
     }
-    c->ev_n = 0;
-    c->arena_len = 0;
-    return PS_OK;
+    rc = ps_pipeline_advance(c->pipe, now_ms(CLOCK_MONOTONIC));
+    if (rc < 0)
+        return rc;
+    /* entities created on demand (e.g. by restored funnels) */
+    return load_shared(c);
 }
 
 /* -------------------------------------------------------------- flush */
@@ -532,6 +667,10 @@ static void build_flush(run_ctx *c, uint64_t seq)
     ps_batch_arg_i64(b, c->last_flush_us);
     ps_batch_arg_cstr(b, "lag");
     ps_batch_arg_i64(b, c->lag);
+    if (ps_pipeline_global_watermark(c->pipe) != INT64_MIN) {
+        ps_batch_arg_cstr(b, "watermark");
+        ps_batch_arg_i64(b, ps_pipeline_global_watermark(c->pipe));
+    }
     ps_batch_end(b);
 
     ps_batch_begin(b, "HSET");
@@ -892,7 +1031,7 @@ static int setup(run_ctx *c, char *err, size_t errsz)
 {
     ps_redis_conf rc = {0};
     char host[256];
-    ps_agg_env env = {c->o->prefix};
+    ps_agg_conf conf;
     size_t bm = (size_t)c->o->batch_max;
 
     c->dec = ps_decoder_new(c->o->schema_dir, err, errsz);
@@ -902,7 +1041,28 @@ static int setup(run_ctx *c, char *err, size_t errsz)
         ps_set_err(err, errsz, "--redis: '%s' is not host:port", c->o->redis);
         return PS_ERR_CONFIG;
     }
-    c->pipe = ps_pipeline_new(&env, err, errsz);
+    ps_agg_conf_defaults(&conf);
+    conf.prefix = c->o->prefix;
+    conf.allowed_lateness_ms = c->o->allowed_lateness_ms;
+    conf.idle_partition_ms = c->o->idle_partition_ms;
+    conf.attribution_ms = c->o->attribution_window_ms;
+    conf.dedup_horizon_ms = c->o->dedup_horizon_ms;
+    conf.dedup_max_ids = c->o->dedup_max_ids;
+    if (strcmp(c->o->prior, "flat") == 0) {
+        conf.prior_empirical = 0;
+    } else if (strcmp(c->o->prior, "empirical") == 0) {
+        conf.prior_empirical = 1;
+    } else {
+        ps_set_err(err, errsz, "--prior: '%s' is neither flat nor empirical",
+                   c->o->prior);
+        return PS_ERR_CONFIG;
+    }
+    conf.prior_strength = c->o->prior_strength;
+    conf.half_life_ms = c->o->half_life_ms;
+    conf.credible_level = c->o->credible_level;
+    conf.intent_threshold = c->o->intent_threshold;
+    conf.stream_maxlen = c->o->stream_maxlen;
+    c->pipe = ps_pipeline_new(&conf, err, errsz);
     c->out = ps_batch_new(c->o->prefix);
     c->dlq = ps_batch_new(c->o->prefix);
     c->evs = calloc(bm, sizeof(*c->evs));
@@ -996,8 +1156,7 @@ static void teardown(run_ctx *c)
     ps_decoder_destroy(c->dec);
     ps_batch_destroy(c->out);
     ps_batch_destroy(c->dlq);
-    ps_parts_clear(&c->parts);
-    free(c->parts.v);
+    ps_parts_free(&c->parts);
     free(c->evs);
     free(c->arena);
     free(c->miss_set);

@@ -632,9 +632,59 @@ int ps_redis_sink_get_many(ps_redis_sink *s, size_t n, const char **keys,
     return PS_OK;
 }
 
-int ps_redis_sink_hgetall(ps_redis_sink *s, const char *key,
-                          ps_redis_field_cb cb, void *opaque)
+/* One window of pipelined HGETALLs; cb(i, field, value) per field. */
+static int hgetall_window(ps_redis_sink *s, size_t base, size_t m,
+                          const char **keys, const size_t *keylens,
+                          ps_redis_hash_cb cb, void *opaque)
 {
+    for (size_t k = 0; k < m; k++) {
+        const char *argv[2] = {"HGETALL", keys[base + k]};
+        size_t lens[2] = {7, keylens ? keylens[base + k]
+                                     : strlen(keys[base + k])};
+        if (redisAppendCommandArgv(s->c, 2, argv, lens) != REDIS_OK) {
+            set_io_err(s, "append");
+            return PS_ERR_IO;
+        }
+    }
+    for (size_t k = 0; k < m; k++) {
+        redisReply *r = read_reply(s, "HGETALL");
+        int rc = PS_OK;
+        if (r == NULL)
+            return PS_ERR_IO;
+        if (r->type == REDIS_REPLY_ERROR) {
+            set_err(s, "redis %s:%d: HGETALL failed: %s", s->host, s->port,
+                    r->str);
+            rc = PS_ERR_IO;
+        } else if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
+            set_err(s, "redis %s:%d: HGETALL returned %s", s->host, s->port,
+                    reply_type_name(r->type));
+            rc = PS_ERR_IO;
+        } else {
+            for (size_t i = 0; i + 1 < r->elements; i += 2) {
+                const redisReply *f = r->element[i], *v = r->element[i + 1];
+                if (f->type != REDIS_REPLY_STRING ||
+                    v->type != REDIS_REPLY_STRING) {
+                    set_err(s, "redis %s:%d: HGETALL returned a non-string",
+                            s->host, s->port);
+                    rc = PS_ERR_IO;
+                    break;
+                }
+                cb(opaque, base + k, f->str, f->len, v->str, v->len);
+            }
+        }
+        freeReplyObject(r);
+        if (rc != PS_OK)
+            return rc;
+    }
+    return PS_OK;
+}
+
+int ps_redis_sink_hgetall_many(ps_redis_sink *s, size_t n, const char **keys,
+                               const size_t *keylens, ps_redis_hash_cb cb,
+                               void *opaque)
+{
+    if (n == 0)
+        return PS_OK;
     if (ensure_connected(s) != PS_OK) {
         s->stats.failures++;
         return PS_ERR_IO;
@@ -642,36 +692,10 @@ int ps_redis_sink_hgetall(ps_redis_sink *s, const char *key,
     sigpipe_guard g;
     sigpipe_block(&g);
     int rc = PS_OK;
-    const char *argv[2] = {"HGETALL", key};
-    redisReply *r = NULL;
-    if (redisAppendCommandArgv(s->c, 2, argv, NULL) != REDIS_OK) {
-        set_io_err(s, "append");
-        rc = PS_ERR_IO;
-    } else if ((r = read_reply(s, "HGETALL")) == NULL) {
-        rc = PS_ERR_IO;
-    } else if (r->type == REDIS_REPLY_ERROR) {
-        set_err(s, "redis %s:%d: HGETALL failed: %s", s->host, s->port,
-                r->str);
-        rc = PS_ERR_IO;
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
-        set_err(s, "redis %s:%d: HGETALL returned %s", s->host, s->port,
-                reply_type_name(r->type));
-        rc = PS_ERR_IO;
-    } else {
-        for (size_t i = 0; i + 1 < r->elements; i += 2) {
-            const redisReply *f = r->element[i], *v = r->element[i + 1];
-            if (f->type != REDIS_REPLY_STRING ||
-                v->type != REDIS_REPLY_STRING) {
-                set_err(s, "redis %s:%d: HGETALL returned a non-string",
-                        s->host, s->port);
-                rc = PS_ERR_IO;
-                break;
-            }
-            cb(opaque, f->str, f->len, v->str, v->len);
-        }
+    for (size_t base = 0; base < n && rc == PS_OK; base += GET_WINDOW) {
+        size_t m = n - base < GET_WINDOW ? n - base : GET_WINDOW;
+        rc = hgetall_window(s, base, m, keys, keylens, cb, opaque);
     }
-    if (r != NULL)
-        freeReplyObject(r);
     sigpipe_unblock(&g);
     if (rc != PS_OK) {
         drop(s);
@@ -679,6 +703,26 @@ int ps_redis_sink_hgetall(ps_redis_sink *s, const char *key,
         return PS_ERR_IO;
     }
     return PS_OK;
+}
+
+struct one_hash {
+    ps_redis_field_cb cb;
+    void *opaque;
+};
+
+static void one_hash_cb(void *opaque, size_t i, const char *field,
+                        size_t flen, const char *val, size_t vlen)
+{
+    struct one_hash *o = opaque;
+    (void)i;
+    o->cb(o->opaque, field, flen, val, vlen);
+}
+
+int ps_redis_sink_hgetall(ps_redis_sink *s, const char *key,
+                          ps_redis_field_cb cb, void *opaque)
+{
+    struct one_hash o = {cb, opaque};
+    return ps_redis_sink_hgetall_many(s, 1, &key, NULL, one_hash_cb, &o);
 }
 
 /* ------------------------------------------------------------------------

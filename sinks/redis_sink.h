@@ -66,6 +66,15 @@ typedef void (*ps_redis_field_cb)(void *opaque, const char *field,
 int ps_redis_sink_hgetall(ps_redis_sink *sink, const char *key,
                           ps_redis_field_cb cb, void *opaque);
 
+/* Pipelined HGETALL of n keys (keylens may be NULL for C strings); cb once
+ * per field with the key's index.  0 or PS_ERR_IO (cb may already have
+ * run for a prefix of the keys). */
+typedef void (*ps_redis_hash_cb)(void *opaque, size_t i, const char *field,
+                                 size_t flen, const char *val, size_t vlen);
+int ps_redis_sink_hgetall_many(ps_redis_sink *sink, size_t n,
+                               const char **keys, const size_t *keylens,
+                               ps_redis_hash_cb cb, void *opaque);
+
 /* Last error, "" when none. */
 const char *ps_redis_sink_errstr(const ps_redis_sink *sink);
 
