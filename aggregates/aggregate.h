@@ -157,7 +157,7 @@ typedef struct ps_aggregate_ops {
     /* Append whole commands for other keys of a changed customer (e.g.
      * ps:cust:{id}:intent), after its HSET.  NULL if none. */
     void (*write_customer_keys)(void *self, const ps_entity *cust,
-                                const void *state, ps_batch *b);
+                                void *state, ps_batch *b);
     /* Append whole commands for a changed shared entity (HINCRBY deltas,
      * HSET derived values).  NULL if none. */
     void (*write_shared_entity)(void *self, const ps_entity *e, void *state,

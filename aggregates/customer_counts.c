@@ -73,7 +73,7 @@ static void field_i64(ps_batch *b, const char *name, int64_t v)
 static void field_dbl(ps_batch *b, const char *name, double v)
 {
     ps_batch_arg_cstr(b, name);
-    ps_batch_arg_dbl(b, v);
+    ps_batch_arg_real(b, v);
 }
 
 static void counts_write_customer(void *self, const ps_customer *cust,
@@ -89,7 +89,8 @@ static void counts_write_customer(void *self, const ps_customer *cust,
     field_i64(b, "purchases", s->purchases);
     field_i64(b, "last_ts", s->last_ts);
     field_i64(b, "spend_n", s->spend_n);
-    field_dbl(b, "spend_sum", s->spend_sum);
+    ps_batch_arg_cstr(b, "spend_sum"); /* exact: round-trip digits */
+    ps_batch_arg_dbl(b, s->spend_sum);
     field_dbl(b, "spend_mean", s->spend_n ? s->spend_mean : 0.0);
     field_dbl(b, "spend_std", counts_std(s));
 }

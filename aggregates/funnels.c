@@ -41,7 +41,9 @@
  *
  * Intent and triggers.  An open funnel's P(purchase) is the product's
  * posterior mean for the funnel's path so far, or the global one when the
- * product has no closed funnel on that path.  It is re-evaluated at every
+ * product has no closed funnel on that path.  A customer's funnel fields
+ * and intent zset are rewritten only in flushes after its funnels changed
+ * (so the intent values are as of the customer's last funnel event).  It is re-evaluated at every
  * event of the funnel; high_intent fires (at most once per funnel) when it
  * rises from <= intent_threshold to > intent_threshold, caused by that
  * event.
@@ -127,6 +129,10 @@ typedef struct cust_funnels {
     int64_t decay_ts; /* event time the counts are decayed to */
     recent_direct recent[RECENT_DIRECT];
     uint32_t recent_n, recent_next;
+    uint32_t intent_written; /* ps:cust:{id}:intent may exist */
+    uint32_t changed_gen; /* funnels or counts changed for flush
+                             generation changed_gen (see pipeline.h) */
+    uint32_t seen;        /* 0 for a customer new to Redis */
 } cust_funnels;
 
 typedef struct funnel {
@@ -365,7 +371,7 @@ static void trigger(funnels *f, const char *type, const funnel *fn,
     ps_batch_arg_cstr(b, "product");
     ps_batch_arg_str(b, fn->prod->id);
     ps_batch_arg_cstr(b, "score");
-    ps_batch_arg_dbl(b, score);
+    ps_batch_arg_real(b, score);
     ps_batch_arg_cstr(b, "ts");
     ps_batch_arg_i64(b, ts);
     ps_batch_arg_cstr(b, "cause");
@@ -413,6 +419,7 @@ static void count_trial(funnels *f, cust_funnels *cs, ps_entity *cust,
 {
     int x = path_ix(path);
     ps_entity *levels[3] = {prod, campaign, NULL};
+    cs->changed_gen = ps_pipeline_generation(f->pipe) + 1;
     cs->trials[x] += 1;
     cs->succ[x] += success;
     ps_pipeline_touch(f->pipe, cust);
@@ -443,6 +450,7 @@ static void count_direct(funnels *f, cust_funnels *cs, ps_entity *prod,
                          int64_t by)
 {
     cs->direct += by;
+    cs->changed_gen = ps_pipeline_generation(f->pipe) + 1;
     bump(f, prod, K_DIRECT, by);
     f->global->delta[K_DIRECT] += by;
 }
@@ -538,6 +546,7 @@ static int on_open_event(funnels *f, const ps_event *ev,
                          unsigned kind)
 {
     uint32_t ix1 = find_open(f, cs, ctx->product);
+    cs->changed_gen = ps_pipeline_generation(f->pipe) + 1; /* intent */
     if (ix1 != 0) {
         funnel *fn = F(f, ix1);
         fn->path |= (uint8_t)kind;
@@ -605,6 +614,10 @@ static int funnels_apply(void *self, const ps_event *ev,
     funnels *f = self;
     cust_funnels *cs = ctx->cust_state;
 
+    if (!cs->seen) { /* a new customer: write its (zero) fields once */
+        cs->seen = 1;
+        cs->changed_gen = ps_pipeline_generation(f->pipe) + 1;
+    }
     decay_to(f, cs, ev->ts);
     switch (ev->type) {
     case PS_CLICK:
@@ -654,7 +667,7 @@ static int funnels_advance(void *self)
 static void field_dbl(ps_batch *b, const char *name, double v)
 {
     ps_batch_arg_cstr(b, name);
-    ps_batch_arg_dbl(b, v);
+    ps_batch_arg_real(b, v);
 }
 
 static void cust_prior(funnels *f, int x, double *a0, double *b0)
@@ -678,6 +691,10 @@ static void funnels_write_customer(void *self, const ps_entity *cust,
     ps_beta_post post;
     char name[32];
     (void)cust;
+
+    /* unchanged since the last successful flush: already in Redis */
+    if (cs->changed_gen <= ps_pipeline_generation(f->pipe))
+        return;
 
     for (int x = 0; x < 3; x++) {
         n += cs->trials[x];
@@ -706,19 +723,26 @@ static void funnels_write_customer(void *self, const ps_entity *cust,
 }
 
 static void funnels_write_customer_keys(void *self, const ps_entity *cust,
-                                        const void *state, ps_batch *b)
+                                        void *state, ps_batch *b)
 {
     funnels *f = self;
-    const cust_funnels *cs = state;
-    ps_batch_begin(b, "DEL");
-    ps_batch_arg_key(b, "cust:", cust->id, ":intent");
-    ps_batch_end(b);
+    cust_funnels *cs = state;
+    if (cs->changed_gen <= ps_pipeline_generation(f->pipe))
+        return; /* the open funnels are as last written */
+    if (cs->intent_written) {
+        ps_batch_begin(b, "DEL");
+        ps_batch_arg_key(b, "cust:", cust->id, ":intent");
+        ps_batch_end(b);
+    }
+    /* (if this flush fails, the flag may claim a zset that was never
+     * written: the next DEL is then a harmless no-op) */
+    cs->intent_written = cs->head != 0;
     if (cs->head == 0)
         return;
     ps_batch_begin(b, "ZADD");
     ps_batch_arg_key(b, "cust:", cust->id, ":intent");
     for (uint32_t ix1 = cs->head; ix1 != 0; ix1 = F(f, ix1)->next) {
-        ps_batch_arg_dbl(b, intent_p(f, F(f, ix1)));
+        ps_batch_arg_real(b, intent_p(f, F(f, ix1)));
         ps_batch_arg_str(b, F(f, ix1)->prod->id);
     }
     ps_batch_end(b);
@@ -885,6 +909,7 @@ static void funnels_save(void *self, const ps_entity *cust, const void *state,
         ps_wbuf_u64(w, cs->recent[i].prod_hash);
         ps_wbuf_i64(w, cs->recent[i].ts);
     }
+    ps_wbuf_u32(w, cs->intent_written);
     ps_wbuf_u32(w, cs->n_open);
     for (uint32_t ix1 = cs->head; ix1 != 0; ix1 = F(f, ix1)->next) {
         const funnel *fn = F(f, ix1);
@@ -920,6 +945,8 @@ static int funnels_load(void *self, ps_entity *cust, void *state, ps_rbuf *r)
         ps_rbuf_u64(r, &cs->recent[i].prod_hash);
         ps_rbuf_i64(r, &cs->recent[i].ts);
     }
+    ps_rbuf_u32(r, &cs->intent_written);
+    cs->seen = 1; /* its fields are in Redis already */
     if (ps_rbuf_u32(r, &n_open) < 0 || r->err ||
         cs->recent_n > RECENT_DIRECT || cs->recent_next >= RECENT_DIRECT)
         return PS_ERR_STATE;

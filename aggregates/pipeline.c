@@ -64,6 +64,7 @@ struct ps_pipeline {
     size_t parts_n;
     int64_t now_ms;
     int64_t global_wm;
+    uint32_t generation; /* successful flushes */
 
     ps_wbuf blob; /* reused for saved state */
 };
@@ -652,6 +653,7 @@ void ps_pipeline_flushed(ps_pipeline *p)
                     p->self[i], e, ps_pipeline_slice(p, e, i));
     }
     p->dirty_n = 0;
+    p->generation++;
     for (size_t i = 0; i < ps_aggregates_count; i++)
         if (ps_aggregates[i]->flushed != NULL)
             ps_aggregates[i]->flushed(p->self[i]);
@@ -677,3 +679,5 @@ size_t ps_pipeline_customer_count(const ps_pipeline *p)
 }
 
 size_t ps_pipeline_dirty_count(const ps_pipeline *p) { return p->dirty_n; }
+
+uint32_t ps_pipeline_generation(const ps_pipeline *p) { return p->generation; }

@@ -103,6 +103,13 @@ void ps_pipeline_write(ps_pipeline *p, ps_batch *b);
 /* The transaction holding the last ps_pipeline_write succeeded. */
 void ps_pipeline_flushed(ps_pipeline *p);
 
+/* Number of successful flushes so far.  An aggregate that writes some
+ * fields only when they changed marks the change with generation
+ * ps_pipeline_generation(p) + 1 and writes while its mark is greater than
+ * the current generation: a failed flush leaves the generation as it was,
+ * so the next attempt writes them again. */
+uint32_t ps_pipeline_generation(const ps_pipeline *p);
+
 /* Customers in memory, and entities changed since the last flush. */
 size_t ps_pipeline_customer_count(const ps_pipeline *p);
 size_t ps_pipeline_dirty_count(const ps_pipeline *p);

@@ -22,7 +22,8 @@
  *
  * Number formatting (contract section 3): integers exactly; doubles with
  * the fewest of 15..17 significant digits that read back as the same
- * double ("0.1", not "0.10000000000000001"); non-finite doubles are
+ * double ("0.1", not "0.10000000000000001"), or, for derived values,
+ * ps_batch_arg_real's 10 significant digits; non-finite doubles are
  * written as "nan", "inf" or "-inf" (aggregates should never produce them).
  *
  * Out of memory: the first failed allocation makes the batch empty until
@@ -65,6 +66,11 @@ void ps_batch_arg_cstr(ps_batch *b, const char *s);
 void ps_batch_arg_str(ps_batch *b, ps_str s); /* null ps_str -> "" */
 void ps_batch_arg_i64(ps_batch *b, int64_t v);
 void ps_batch_arg_dbl(ps_batch *b, double v);
+/* A derived real (probability, mean, ...): 10 significant digits, not
+ * necessarily round-trip, formatted without printf for the common range
+ * 1e-4 <= |v| < 1e9; integral values exactly.  Several times cheaper than
+ * ps_batch_arg_dbl, which flushes write by the hundred thousand. */
+void ps_batch_arg_real(ps_batch *b, double v);
 void ps_batch_arg_fmt(ps_batch *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* Append the key prefix + head + id + tail (head, tail may be NULL),

@@ -60,6 +60,17 @@ static void assert_dbl(double v, const char *want)
     ps_batch_destroy(b);
 }
 
+static void assert_real(double v, const char *want)
+{
+    ps_batch *b = ps_batch_new("ps:");
+    ps_batch_begin(b, "SET");
+    ps_batch_arg_real(b, v);
+    ps_batch_end(b);
+    assert_int_equal(ps_batch_count(b), 1);
+    assert_arg(b, 0, 1, want);
+    ps_batch_destroy(b);
+}
+
 static void assert_i64(int64_t v, const char *want)
 {
     ps_batch *b = ps_batch_new("ps:");
@@ -170,6 +181,20 @@ static void test_numbers(void **state)
     assert_dbl(INFINITY, "inf");
     assert_dbl(-INFINITY, "-inf");
     assert_dbl(5e-324, "4.94065645841247e-324");
+
+    /* derived reals: 10 significant digits, integral values exact */
+    assert_real(0.2367322599880739, "0.23673226");
+    assert_real(2.0 / 3.0, "0.6666666667");
+    assert_real(0.5, "0.5");
+    assert_real(1.0, "1");
+    assert_real(0.99999999999, "1");
+    assert_real(123456.789, "123456.789");
+    assert_real(-2.25, "-2.25");
+    assert_real(0.00012345678912, "0.0001234567891");
+    assert_real(1e-5, "1e-05");
+    assert_real(2.5e9, "2500000000");
+    assert_real(1.5e10 + 0.5, "1.5e+10");
+    assert_real(NAN, "nan");
 
     assert_i64(0, "0");
     assert_i64(-1, "-1");
