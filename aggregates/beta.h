@@ -40,8 +40,10 @@ void ps_beta_posterior(double s, double n, double a0, double b0, double level,
                        ps_beta_post *out);
 
 /* Beta quantile: the x with P(X <= x) = p for X ~ Beta(a, b); p in [0,1].
- * Wraps gsl_cdf_beta_Pinv, with a normal approximation where GSL fails to
- * converge (very large a + b). */
+ * gsl_cdf_beta_Pinv, its answer checked against GSL's CDF and refined by
+ * bisection when off; when ab/(a+b) > 5e4, where GSL 2.7's Pinv can loop
+ * forever or its CDF returns NaN, a skewness-corrected normal
+ * approximation instead (see beta.c). */
 double ps_beta_quantile(double p, double a, double b);
 
 /*
