@@ -40,8 +40,9 @@
  * other trials.
  *
  * Intent and triggers.  An open funnel's P(purchase) is the product's
- * posterior mean for the funnel's path so far, or the global one when the
- * product has no closed funnel on that path.  A customer's funnel fields
+ * posterior mean for the funnel's path so far, under a prior centred on
+ * the global rate of that path (prior_strength pseudo-trials), so it is the
+ * global rate for a product without closed funnels on that path.  A customer's funnel fields
  * and intent zset are rewritten only in flushes after its funnels changed
  * (so the intent values are as of the customer's last funnel event).  It is re-evaluated at every
  * event of the funnel; high_intent fires (at most once per funnel) when it
@@ -342,15 +343,20 @@ static uint32_t find_open(funnels *f, const cust_funnels *cs,
 /* ---------------------------------------------------------- probability */
 
 /* P(purchase) of an open funnel: the product's posterior mean for its
- * path so far, else the global one. */
+ * path so far, under a prior centred on the global rate of that path with
+ * prior_strength pseudo-trials (hierarchical shrinkage): a product with no
+ * closed funnel on the path gets the global rate, one with a handful leans
+ * on it, a popular one speaks for itself. */
 static double intent_p(funnels *f, const funnel *fn)
 {
     int x = path_ix(fn->path);
     const shared_counts *p = shared_of(f, fn->prod);
     int kt = K_TRIALS_C + 2 * x, ks = K_SUCC_C + 2 * x;
-    if (p != NULL && view(p, kt) > 0)
-        return flat_mean(view(p, ks), view(p, kt));
-    return flat_mean(view(f->global, ks), view(f->global, kt));
+    double m = flat_mean(view(f->global, ks), view(f->global, kt));
+    double k = f->conf.prior_strength > 0 ? f->conf.prior_strength : 1.0;
+    if (p == NULL)
+        return m;
+    return ((double)view(p, ks) + m * k) / ((double)view(p, kt) + k);
 }
 
 static void trigger(funnels *f, const char *type, const funnel *fn,

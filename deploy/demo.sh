@@ -85,6 +85,23 @@ printf 'customers            %s keys ps:cust:*\n' \
   "$(raw --scan --pattern 'ps:cust:*' | grep -vc ':intent$\|:reco$' || true)"
 printf 'flushes              %s (last took %s us), lag %s\n' \
   "$(h ps:metrics flushes)" "$(h ps:metrics last_flush_duration_us)" "$(h ps:metrics lag)"
+fmt4() { awk -v v="$1" 'BEGIN { printf "%.4f", v }'; }
+printf 'funnels (trials)     %s closed, %s purchased, %s direct purchases\n' \
+  "$(h ps:global trials)" "$(h ps:global successes)" "$(h ps:global direct_purchases)"
+printf 'P(purchase) global   %s  (95%% credible interval %s .. %s)\n' \
+  "$(fmt4 "$(h ps:global p_purchase)")" "$(fmt4 "$(h ps:global p_purchase_lo)")" \
+  "$(fmt4 "$(h ps:global p_purchase_hi)")"
+printf '  by path            click only %s, wishlist only %s, click+wishlist %s\n' \
+  "$(fmt4 "$(h ps:global p_purchase_c)")" "$(fmt4 "$(h ps:global p_purchase_w)")" \
+  "$(fmt4 "$(h ps:global p_purchase_cw)")"
+echo "campaigns            P(purchase), P(campaign | purchase) by Bayes' rule:"
+for key in $(raw --scan --pattern 'ps:campaign:*' | sort); do
+  printf '    %-20s %s  %s\n' "${key#ps:campaign:}" "$(fmt4 "$(h "$key" p_purchase)")" \
+    "$(fmt4 "$(h "$key" p_campaign_given_purchase)")"
+done
+printf 'triggers (ps:triggers) %s high_intent, %s wishlist_abandoned\n' \
+  "$(raw XRANGE ps:triggers - + | grep -cx high_intent || true)" \
+  "$(raw XRANGE ps:triggers - + | grep -cx wishlist_abandoned || true)"
 echo
 echo "three customers:"
 for key in $(raw --scan --pattern 'ps:cust:*' | sort | head -n 3); do
