@@ -134,6 +134,8 @@ typedef struct cust_funnels {
     uint32_t changed_gen; /* funnels or counts changed for flush
                              generation changed_gen (see pipeline.h) */
     uint32_t seen;        /* 0 for a customer new to Redis */
+    uint32_t home_plus1;    /* slot + 1 of its latest event's partition */
+    uint32_t indexed_plus1; /* slot + 1 of the expiry index holding it */
 } cust_funnels;
 
 typedef struct funnel {
@@ -624,6 +626,7 @@ static int funnels_apply(void *self, const ps_event *ev,
         cs->seen = 1;
         cs->changed_gen = ps_pipeline_generation(f->pipe) + 1;
     }
+    cs->home_plus1 = ev->part + 1;
     decay_to(f, cs, ev->ts);
     switch (ev->type) {
     case PS_CLICK:
@@ -664,7 +667,7 @@ static int funnels_advance(void *self)
                     ps_pipeline_watermark(f->pipe, (uint32_t)part),
                     ps_pipeline_watermark_cause(f->pipe, (uint32_t)part));
     expire_heap(f, &f->unknown, ps_pipeline_global_watermark(f->pipe),
-                (ps_str){"watermark", 9});
+                ps_pipeline_watermark_cause(f->pipe, UINT32_MAX));
     return PS_OK;
 }
 
@@ -728,6 +731,42 @@ static void funnels_write_customer(void *self, const ps_entity *cust,
     }
 }
 
+/* The expiry index: ps:state:expiry:{topic}:{partition} is a zset of the
+ * customers of that partition with open funnels, scored by their earliest
+ * expiry.  A customer not in memory (after a restart or a rebalance) is
+ * loaded by the run loop when the partition's watermark passes its score,
+ * so its funnels expire even if it never sends another event. */
+static void write_expiry_index(funnels *f, const ps_entity *cust,
+                               cust_funnels *cs, ps_batch *b)
+{
+    uint32_t want = 0;
+    int64_t first = INT64_MAX;
+    if (cs->head != 0 && cs->home_plus1 != 0 &&
+        ps_pipeline_slot_name(f->pipe, cs->home_plus1 - 1).len > 0) {
+        want = cs->home_plus1;
+        for (uint32_t ix1 = cs->head; ix1 != 0; ix1 = F(f, ix1)->next)
+            if (expiry(f, F(f, ix1)) < first)
+                first = expiry(f, F(f, ix1));
+    }
+    if (cs->indexed_plus1 != 0 && cs->indexed_plus1 != want) {
+        ps_batch_begin(b, "ZREM");
+        ps_batch_arg_key(b, "state:expiry:",
+                         ps_pipeline_slot_name(f->pipe, cs->indexed_plus1 - 1),
+                         NULL);
+        ps_batch_arg_str(b, cust->id);
+        ps_batch_end(b);
+    }
+    if (want != 0) {
+        ps_batch_begin(b, "ZADD");
+        ps_batch_arg_key(b, "state:expiry:",
+                         ps_pipeline_slot_name(f->pipe, want - 1), NULL);
+        ps_batch_arg_i64(b, first);
+        ps_batch_arg_str(b, cust->id);
+        ps_batch_end(b);
+    }
+    cs->indexed_plus1 = want;
+}
+
 static void funnels_write_customer_keys(void *self, const ps_entity *cust,
                                         void *state, ps_batch *b)
 {
@@ -743,6 +782,7 @@ static void funnels_write_customer_keys(void *self, const ps_entity *cust,
     /* (if this flush fails, the flag may claim a zset that was never
      * written: the next DEL is then a harmless no-op) */
     cs->intent_written = cs->head != 0;
+    write_expiry_index(f, cust, cs, b);
     if (cs->head == 0)
         return;
     ps_batch_begin(b, "ZADD");
@@ -888,7 +928,9 @@ static void put_str(ps_wbuf *w, ps_str s)
 static int get_str(ps_rbuf *r, ps_str *s)
 {
     uint32_t len;
-    if (ps_rbuf_u32(r, &len) < 0 || len > PS_ID_MAX || ps_rbuf_left(r) < len)
+    /* ids are at most PS_ID_MAX; partition names "topic:N" a little more */
+    if (ps_rbuf_u32(r, &len) < 0 || len > 2 * PS_ID_MAX ||
+        ps_rbuf_left(r) < len)
         return -1;
     s->ptr = (const char *)r->p;
     s->len = len;
@@ -916,6 +958,12 @@ static void funnels_save(void *self, const ps_entity *cust, const void *state,
         ps_wbuf_i64(w, cs->recent[i].ts);
     }
     ps_wbuf_u32(w, cs->intent_written);
+    put_str(w, cs->home_plus1 ? ps_pipeline_slot_name(f->pipe,
+                                                      cs->home_plus1 - 1)
+                              : (ps_str){"", 0});
+    put_str(w, cs->indexed_plus1 ? ps_pipeline_slot_name(
+                                       f->pipe, cs->indexed_plus1 - 1)
+                                 : (ps_str){"", 0});
     ps_wbuf_u32(w, cs->n_open);
     for (uint32_t ix1 = cs->head; ix1 != 0; ix1 = F(f, ix1)->next) {
         const funnel *fn = F(f, ix1);
@@ -927,6 +975,9 @@ static void funnels_save(void *self, const ps_entity *cust, const void *state,
         ps_wbuf_u8(w, fn->first);
         ps_wbuf_u8(w, fn->fired);
         ps_wbuf_f64(w, fn->last_p);
+        put_str(w, fn->part == UNKNOWN_PART
+                       ? (ps_str){"", 0}
+                       : ps_pipeline_slot_name(f->pipe, fn->part));
     }
 }
 
@@ -953,11 +1004,19 @@ static int funnels_load(void *self, ps_entity *cust, void *state, ps_rbuf *r)
     }
     ps_rbuf_u32(r, &cs->intent_written);
     cs->seen = 1; /* its fields are in Redis already */
+    ps_str home, indexed;
+    uint32_t slot;
+    if (get_str(r, &home) < 0 || get_str(r, &indexed) < 0)
+        return PS_ERR_STATE;
+    cs->home_plus1 = ps_pipeline_slot_by_name(f->pipe, home, &slot) ? slot + 1
+                                                                     : 0;
+    cs->indexed_plus1 =
+        ps_pipeline_slot_by_name(f->pipe, indexed, &slot) ? slot + 1 : 0;
     if (ps_rbuf_u32(r, &n_open) < 0 || r->err ||
         cs->recent_n > RECENT_DIRECT || cs->recent_next >= RECENT_DIRECT)
         return PS_ERR_STATE;
     for (uint32_t i = 0; i < n_open; i++) {
-        ps_str prod, camp;
+        ps_str prod, camp, part_name;
         uint8_t has_camp, path, first, fired;
         int64_t open_ts;
         double last_p;
@@ -965,7 +1024,8 @@ static int funnels_load(void *self, ps_entity *cust, void *state, ps_rbuf *r)
             ps_rbuf_u8(r, &has_camp) < 0 || ps_rbuf_i64(r, &open_ts) < 0 ||
             ps_rbuf_u8(r, &path) < 0 || ps_rbuf_u8(r, &first) < 0 ||
             ps_rbuf_u8(r, &fired) < 0 || ps_rbuf_f64(r, &last_p) < 0 ||
-            path == 0 || path > 3 || prod.len == 0)
+            get_str(r, &part_name) < 0 || path == 0 || path > 3 ||
+            prod.len == 0)
             return PS_ERR_STATE;
         uint32_t ix1 = funnel_alloc(f);
         if (ix1 == 0)
@@ -977,7 +1037,10 @@ static int funnels_load(void *self, ps_entity *cust, void *state, ps_rbuf *r)
         fn->fired = fired;
         fn->last_p = last_p;
         fn->open_ts = open_ts;
-        fn->part = UNKNOWN_PART;
+        /* its partition by name; unknown here: the global watermark */
+        fn->part = ps_pipeline_slot_by_name(f->pipe, part_name, &slot)
+                       ? slot
+                       : UNKNOWN_PART;
         fn->cust = cust;
         fn->prod = ps_pipeline_entity(f->pipe, PS_KIND_PRODUCT, prod);
         fn->campaign =
@@ -986,8 +1049,9 @@ static int funnels_load(void *self, ps_entity *cust, void *state, ps_rbuf *r)
         fn->next = cs->head;
         cs->head = ix1;
         cs->n_open++;
+        fheap *h = heap_for(f, fn->part);
         if (fn->prod == NULL || (has_camp && fn->campaign == NULL) ||
-            heap_push(f, &f->unknown, ix1) < 0)
+            h == NULL || heap_push(f, h, ix1) < 0)
             return PS_ERR_NOMEM;
     }
     return PS_OK;

@@ -45,8 +45,11 @@ typedef struct table {
 typedef struct part_clock {
     int64_t max_ts;  /* INT64_MIN: nothing seen */
     int64_t last_ms; /* wall clock of the last event */
+    bool seen;       /* an event of this partition has been applied (or is
+                        being applied) */
     uint32_t cause_len;
     char cause[PS_ID_MAX]; /* event id that set max_ts */
+    char *name;            /* "topic:partition", or NULL */
 } part_clock;
 
 struct ps_pipeline {
@@ -64,6 +67,7 @@ struct ps_pipeline {
     size_t parts_n;
     int64_t now_ms;
     int64_t global_wm;
+    size_t global_part; /* partition defining global_wm (for its cause) */
     uint32_t generation; /* successful flushes */
 
     ps_wbuf blob; /* reused for saved state */
@@ -287,6 +291,8 @@ void ps_pipeline_destroy(ps_pipeline *p)
         table_clear(&p->tables[k]);
     free(p->dirty);
     free(p->unloaded);
+    for (size_t i = 0; i < p->parts_n; i++)
+        free(p->parts[i].name);
     free(p->parts);
     free(p->self);
     ps_wbuf_clear(&p->blob);
@@ -436,7 +442,9 @@ static part_clock *clock_of(ps_pipeline *p, uint32_t part)
         for (size_t i = p->parts_n; i < n; i++) {
             v[i].max_ts = INT64_MIN;
             v[i].last_ms = 0;
+            v[i].seen = false;
             v[i].cause_len = 0;
+            v[i].name = NULL;
         }
         p->parts = v;
         p->parts_n = n;
@@ -452,8 +460,7 @@ static int64_t own_watermark(const ps_pipeline *p, const part_clock *c)
 
 static bool is_idle(const ps_pipeline *p, const part_clock *c)
 {
-    return c->max_ts == INT64_MIN ||
-           p->now_ms - c->last_ms > p->conf.idle_partition_ms;
+    return !c->seen || p->now_ms - c->last_ms > p->conf.idle_partition_ms;
 }
 
 int64_t ps_pipeline_watermark(const ps_pipeline *p, uint32_t part)
@@ -469,6 +476,8 @@ int64_t ps_pipeline_watermark(const ps_pipeline *p, uint32_t part)
 
 ps_str ps_pipeline_watermark_cause(const ps_pipeline *p, uint32_t part)
 {
+    if (part == UINT32_MAX)
+        part = (uint32_t)p->global_part;
     if (part >= p->parts_n)
         return (ps_str){"", 0};
     return (ps_str){p->parts[part].cause, p->parts[part].cause_len};
@@ -482,19 +491,61 @@ int64_t ps_pipeline_global_watermark(const ps_pipeline *p)
 static void update_global_wm(ps_pipeline *p)
 {
     int64_t busy_min = INT64_MAX, any_max = INT64_MIN;
+    size_t busy_part = 0, any_part = 0;
     for (size_t i = 0; i < p->parts_n; i++) {
         const part_clock *c = &p->parts[i];
         int64_t w = own_watermark(p, c);
         if (w == INT64_MIN)
             continue;
-        if (w > any_max)
+        if (w > any_max) {
             any_max = w;
-        if (!is_idle(p, c) && w < busy_min)
+            any_part = i;
+        }
+        if (!is_idle(p, c) && w < busy_min) {
             busy_min = w;
+            busy_part = i;
+        }
     }
     int64_t wm = busy_min != INT64_MAX ? busy_min : any_max;
-    if (wm > p->global_wm) /* never goes back */
+    if (wm > p->global_wm) { /* never goes back */
         p->global_wm = wm;
+        p->global_part = busy_min != INT64_MAX ? busy_part : any_part;
+    }
+}
+
+int ps_pipeline_name_slot(ps_pipeline *p, uint32_t slot, const char *name)
+{
+    part_clock *c = clock_of(p, slot);
+    char *copy = strdup(name);
+    if (c == NULL || copy == NULL) {
+        free(copy);
+        return PS_ERR_NOMEM;
+    }
+    free(c->name);
+    c->name = copy;
+    return PS_OK;
+}
+
+ps_str ps_pipeline_slot_name(const ps_pipeline *p, uint32_t slot)
+{
+    if (slot >= p->parts_n || p->parts[slot].name == NULL)
+        return (ps_str){"", 0};
+    return (ps_str){p->parts[slot].name,
+                    (uint32_t)strlen(p->parts[slot].name)};
+}
+
+bool ps_pipeline_slot_by_name(const ps_pipeline *p, ps_str name,
+                              uint32_t *slot)
+{
+    for (size_t i = 0; i < p->parts_n; i++) {
+        const char *n = p->parts[i].name;
+        if (n != NULL && strlen(n) == name.len &&
+            memcmp(n, name.ptr, name.len) == 0) {
+            *slot = (uint32_t)i;
+            return true;
+        }
+    }
+    return false;
 }
 
 int ps_pipeline_advance(ps_pipeline *p, int64_t now_ms)
@@ -522,6 +573,10 @@ int ps_pipeline_apply(ps_pipeline *p, const ps_event *ev, ps_customer *cust,
     if (clk == NULL)
         return PS_ERR_NOMEM;
     *late = clk->max_ts != INT64_MIN && ev->ts < own_watermark(p, clk);
+    /* busy from now on: its own events are judged by its own watermark,
+     * never by the global one it would follow if it were idle */
+    clk->seen = true;
+    clk->last_ms = p->now_ms;
     if (ev->product_id.ptr != NULL) {
         ctx.product = ps_pipeline_entity(p, PS_KIND_PRODUCT, ev->product_id);
         if (ctx.product == NULL)

@@ -90,8 +90,19 @@ int ps_pipeline_apply(ps_pipeline *p, const ps_event *ev, ps_customer *cust,
 int64_t ps_pipeline_watermark(const ps_pipeline *p, uint32_t part);
 int64_t ps_pipeline_global_watermark(const ps_pipeline *p);
 /* The id of the event that last moved partition part's watermark (the
- * cause of what its passing closes); "" when unknown. */
+ * cause of what its passing closes); "" when unknown.  For UINT32_MAX:
+ * the cause of the partition that defines the global watermark. */
 ps_str ps_pipeline_watermark_cause(const ps_pipeline *p, uint32_t part);
+
+/* Partition slots have names ("topic:partition"), given by the run loop
+ * when it assigns them, so saved state can name a partition and a later
+ * process map it back to its own slot. */
+int ps_pipeline_name_slot(ps_pipeline *p, uint32_t slot, const char *name);
+/* The name of slot, "" when unnamed. */
+ps_str ps_pipeline_slot_name(const ps_pipeline *p, uint32_t slot);
+/* The slot named name; false when none has that name. */
+bool ps_pipeline_slot_by_name(const ps_pipeline *p, ps_str name,
+                              uint32_t *slot);
 
 /* After a batch: update idleness at wall-clock time now_ms and let every
  * aggregate close what the watermarks passed.  0 or a negative ps_err. */

@@ -209,6 +209,12 @@ typedef struct run_ctx {
     size_t *keylens;
     int load_err;
 
+    /* customers due for expiry, read from the expiry index */
+    char *due_buf;      /* due_cap slots of PS_ID_MAX bytes */
+    uint32_t *due_len;
+    size_t due_n, due_cap;
+    int64_t due_loaded; /* customers loaded only to expire their funnels */
+
     run_counts total, delta;
     uint64_t flush_seq;  /* last successful flush */
     char instance[40];
@@ -431,15 +437,10 @@ static void build_keys(run_ctx *c)
 
 static int wait_for_redis(run_ctx *c);
 
-/* Make sure every customer of the round is in memory. */
-static int load_customers(run_ctx *c)
+/* Fetch the saved state of the customers in c->miss (none in memory) and
+ * add them, in one pipelined round trip; waits for Redis if it is away. */
+static int fetch_missing(run_ctx *c)
 {
-    c->miss_n = 0;
-    memset(c->miss_set, 0, c->miss_set_cap * sizeof(*c->miss_set));
-    for (size_t i = 0; i < c->ev_n; i++)
-        if (ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER,
-                             c->evs[i].customer_id) == NULL)
-            miss_add(c, c->evs[i].customer_id);
     if (c->miss_n == 0)
         return PS_OK;
     build_keys(c);
@@ -461,6 +462,67 @@ static int load_customers(run_ctx *c)
         build_keys(c);
     }
     return c->load_err;
+}
+
+/* Make sure every customer of the round is in memory. */
+static int load_customers(run_ctx *c)
+{
+    c->miss_n = 0;
+    memset(c->miss_set, 0, c->miss_set_cap * sizeof(*c->miss_set));
+    for (size_t i = 0; i < c->ev_n; i++)
+        if (ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER,
+                             c->evs[i].customer_id) == NULL)
+            miss_add(c, c->evs[i].customer_id);
+    return fetch_missing(c);
+}
+
+/* ZRANGE callback: copy each member (a customer id) into c->due. */
+static void on_due(void *opaque, size_t i, const char *val, size_t len)
+{
+    run_ctx *c = opaque;
+    (void)i;
+    if (len == 0 || len > PS_ID_MAX || c->due_n >= c->due_cap)
+        return;
+    memcpy(c->due_buf + c->due_n * PS_ID_MAX, val, len);
+    c->due_len[c->due_n++] = (uint32_t)len;
+}
+
+/*
+ * Customers with open funnels that are not in memory (after a restart or a
+ * rebalance) are listed in ps:state:expiry:{topic}:{partition} with their
+ * earliest expiry (see aggregates/funnels.c).  Load those whose expiry the
+ * partition's watermark has passed, so the next advance() closes their
+ * funnels even if they never send another event.
+ */
+static int load_due(run_ctx *c)
+{
+    char key[1024];
+    for (size_t i = 0; i < c->parts.n; i++) {
+        const ps_part *part = &c->parts.v[i];
+        int64_t wm = ps_pipeline_watermark(c->pipe, part->slot);
+        if (wm == INT64_MIN)
+            continue;
+        int n = snprintf(key, sizeof(key), "%sstate:expiry:%s:%" PRId32,
+                         c->o->prefix, part->topic, part->partition);
+        if (n < 0 || (size_t)n >= sizeof(key))
+            continue;
+        c->due_n = 0;
+        while (ps_redis_sink_zrange_below(c->sink, key, (size_t)n, wm,
+                                          c->due_cap, on_due, c) != PS_OK)
+            if (wait_for_redis(c) < 0)
+                return PS_ERR_IO;
+        c->miss_n = 0;
+        for (size_t k = 0; k < c->due_n; k++) {
+            ps_str id = {c->due_buf + k * PS_ID_MAX, c->due_len[k]};
+            if (ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER, id) == NULL)
+                c->miss[c->miss_n++] = id;
+        }
+        int rc = fetch_missing(c);
+        if (rc < 0)
+            return rc;
+        c->due_loaded += c->miss_n;
+    }
+    return PS_OK;
 }
 
 struct shared_load {
@@ -848,9 +910,14 @@ static void on_assign(run_ctx *c, rd_kafka_topic_partition_list_t *l)
             break;
     for (int i = 0; i < l->cnt; i++) {
         rd_kafka_topic_partition_t *tp = &l->elems[i];
-        if (ps_parts_find(&c->parts, tp->topic, tp->partition) == NULL &&
-            ps_parts_add(&c->parts, tp->topic, tp->partition,
-                         tp->offset >= 0 ? tp->offset : -1) == NULL)
+        ps_part *part = ps_parts_find(&c->parts, tp->topic, tp->partition);
+        if (part == NULL)
+            part = ps_parts_add(&c->parts, tp->topic, tp->partition,
+                                tp->offset >= 0 ? tp->offset : -1);
+        char name[512];
+        snprintf(name, sizeof(name), "%s:%" PRId32, tp->topic, tp->partition);
+        if (part == NULL ||
+            ps_pipeline_name_slot(c->pipe, part->slot, name) < 0)
             c->fatal = PS_ERR_NOMEM;
         ps_info("assigned %s [%" PRId32 "] from offset %s%" PRId64, tp->topic,
                 tp->partition, tp->offset >= 0 ? "" : "(beginning) ",
@@ -982,12 +1049,18 @@ static int main_loop(run_ctx *c)
     int64_t next_flush = now_ms(CLOCK_MONOTONIC) + interval;
     int64_t stats_ms = now_ms(CLOCK_MONOTONIC), stats_in = 0;
     int64_t next_stats = stats_ms + c->o->stats_interval_s * 1000;
+    int64_t next_due = 0;
 
     while (!stop_requested) {
         if (collect(c, next_flush) < 0 || process_round(c) < 0)
             return c->fatal ? c->fatal : PS_ERR;
         int64_t now = now_ms(CLOCK_MONOTONIC);
         bool done = c->o->exit_at_end && caught_up(c);
+        if (now >= next_due || done) {
+            if (load_due(c) < 0 || process_round(c) < 0)
+                return c->fatal ? c->fatal : PS_ERR_IO;
+            next_due = now + 1000;
+        }
         if (now >= next_flush || done) {
             c->lag = ps_kafka_lag(c->rk, &c->parts);
             if (flush(c, false) < 0)
@@ -1081,9 +1154,13 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     c->miss = calloc(bm, sizeof(*c->miss));
     c->keys = calloc(bm, sizeof(*c->keys));
     c->keylens = calloc(bm, sizeof(*c->keylens));
+    c->due_cap = bm < 1000 ? bm : 1000;
+    c->due_buf = malloc(c->due_cap * PS_ID_MAX);
+    c->due_len = calloc(c->due_cap, sizeof(*c->due_len));
     if (c->pipe == NULL || c->out == NULL || c->dlq == NULL ||
         c->evs == NULL || c->arena == NULL || c->miss_set == NULL ||
-        c->miss == NULL || c->keys == NULL || c->keylens == NULL) {
+        c->miss == NULL || c->keys == NULL || c->keylens == NULL ||
+        c->due_buf == NULL || c->due_len == NULL) {
         if (c->pipe != NULL)
             ps_set_err(err, errsz, "out of memory");
         return PS_ERR_NOMEM;
@@ -1170,6 +1247,8 @@ static void teardown(run_ctx *c)
     free(c->keys);
     free(c->keylens);
     free(c->keybuf);
+    free(c->due_buf);
+    free(c->due_len);
 }
 
 int ps_cmd_run(int argc, char **argv)

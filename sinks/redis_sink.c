@@ -705,6 +705,50 @@ int ps_redis_sink_hgetall_many(ps_redis_sink *s, size_t n, const char **keys,
     return PS_OK;
 }
 
+int ps_redis_sink_zrange_below(ps_redis_sink *s, const char *key,
+                               size_t keylen, int64_t below, size_t limit,
+                               ps_redis_value_cb cb, void *opaque)
+{
+    char max[32], lim[32];
+    snprintf(max, sizeof(max), "(%lld", (long long)below);
+    snprintf(lim, sizeof(lim), "%zu", limit);
+    const char *argv[7] = {"ZRANGEBYSCORE", key, "-inf", max, "LIMIT", "0",
+                           lim};
+    size_t lens[7] = {13, keylen, 4, strlen(max), 5, 1, strlen(lim)};
+
+    if (ensure_connected(s) != PS_OK) {
+        s->stats.failures++;
+        return PS_ERR_IO;
+    }
+    sigpipe_guard g;
+    sigpipe_block(&g);
+    int rc = PS_OK;
+    redisReply *r = NULL;
+    if (redisAppendCommandArgv(s->c, 7, argv, lens) != REDIS_OK) {
+        set_io_err(s, "append");
+        rc = PS_ERR_IO;
+    } else if ((r = read_reply(s, "ZRANGEBYSCORE")) == NULL) {
+        rc = PS_ERR_IO;
+    } else if (r->type != REDIS_REPLY_ARRAY) {
+        set_err(s, "redis %s:%d: ZRANGEBYSCORE returned %s", s->host,
+                s->port, reply_type_name(r->type));
+        rc = PS_ERR_IO;
+    } else {
+        for (size_t i = 0; i < r->elements; i++)
+            if (r->element[i]->type == REDIS_REPLY_STRING)
+                cb(opaque, i, r->element[i]->str, r->element[i]->len);
+    }
+    if (r != NULL)
+        freeReplyObject(r);
+    sigpipe_unblock(&g);
+    if (rc != PS_OK) {
+        drop(s);
+        s->stats.failures++;
+        return PS_ERR_IO;
+    }
+    return PS_OK;
+}
+
 struct one_hash {
     ps_redis_field_cb cb;
     void *opaque;
