@@ -446,6 +446,68 @@ static void test_idle_partition(void **state)
     fx_clear(&f);
 }
 
+static void fx_init_conf(fx *f, const ps_agg_conf *conf)
+{
+    char err[256];
+    f->p = ps_pipeline_new(conf, err, sizeof(err));
+    assert_non_null(f->p);
+    f->b = ps_batch_new("ps:");
+    f->seq = 0;
+    ps_entity **list;
+    size_t n = ps_pipeline_unloaded(f->p, &list);
+    for (size_t i = 0; i < n; i++)
+        ps_pipeline_loaded(f->p, list[i]);
+}
+
+/* Forgetting: with a one-day half-life, a success two days old weighs
+ * 2^-2 = 0.25 when the next trial is counted: trials 1.25. */
+static void test_forgetting(void **state)
+{
+    (void)state;
+    fx f;
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.half_life_ms = (double)DAY;
+    fx_init_conf(&f, &conf);
+    ev(&f, "a", PS_CLICK, "p1", 0);
+    ev(&f, "a", PS_PURCHASE, "p1", 0);
+    ev(&f, "a", PS_CLICK, "p2", 2 * DAY);
+    ev(&f, "a", PS_PURCHASE, "p2", 2 * DAY);
+    flush(&f);
+    assert_close(hset(&f, "ps:cust:a", "trials"), 1.25, 1e-9);
+    assert_close(hset(&f, "ps:cust:a", "successes"), 1.25, 1e-9);
+    /* shared levels keep plain counts */
+    assert_int_equal(incr(&f, "ps:global", "trials"), 2);
+    fx_clear(&f);
+}
+
+/* Empirical prior: a customer with no trials starts at the global rate
+ * (flat global mean (1+1)/(4+2) = 1/3 with 1 success in 4), not at 0.5;
+ * Beta(10/3, 20/3) with the default strength 10. */
+static void test_empirical_prior(void **state)
+{
+    (void)state;
+    fx f;
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.prior_empirical = 1;
+    fx_init_conf(&f, &conf);
+    ev(&f, "a", PS_CLICK, "p1", 0);
+    ev(&f, "a", PS_PURCHASE, "p1", H);
+    for (int i = 2; i <= 4; i++) {
+        char prod[8];
+        snprintf(prod, sizeof(prod), "p%d", i);
+        ev(&f, "a", PS_CLICK, prod, 0);
+    }
+    ev(&f, "z", PS_SPEND, NULL, 9 * DAY); /* the three expire */
+    flush(&f);
+    assert_int_equal(incr(&f, "ps:global", "trials"), 4);
+    assert_close(hset(&f, "ps:cust:z", "p_purchase"), 1.0 / 3.0, 1e-9);
+    assert_close(hset(&f, "ps:cust:z", "alpha"), 10.0 / 3.0, 1e-9);
+    assert_close(hset(&f, "ps:cust:z", "beta"), 20.0 / 3.0, 1e-9);
+    fx_clear(&f);
+}
+
 int main(void)
 {
     ps_beta_init();
@@ -459,6 +521,8 @@ int main(void)
         cmocka_unit_test(test_high_intent),
         cmocka_unit_test(test_open_funnel_survives_reload),
         cmocka_unit_test(test_idle_partition),
+        cmocka_unit_test(test_forgetting),
+        cmocka_unit_test(test_empirical_prior),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
