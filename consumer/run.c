@@ -194,6 +194,7 @@ typedef struct run_ctx {
 
     /* the round's decoded events; strings live in arena */
     ps_event *evs;
+    ps_customer **ev_cust; /* each event's customer, once looked up */
     size_t ev_n, ev_cap;
     char *arena;
     size_t arena_len, arena_cap;
@@ -469,11 +470,19 @@ static int load_customers(run_ctx *c)
 {
     c->miss_n = 0;
     memset(c->miss_set, 0, c->miss_set_cap * sizeof(*c->miss_set));
-    for (size_t i = 0; i < c->ev_n; i++)
-        if (ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER,
-                             c->evs[i].customer_id) == NULL)
+    for (size_t i = 0; i < c->ev_n; i++) {
+        c->ev_cust[i] = ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER,
+                                         c->evs[i].customer_id);
+        if (c->ev_cust[i] == NULL)
             miss_add(c, c->evs[i].customer_id);
-    return fetch_missing(c);
+    }
+    int rc = fetch_missing(c);
+    if (rc == PS_OK && c->miss_n > 0) /* the ones just added */
+        for (size_t i = 0; i < c->ev_n; i++)
+            if (c->ev_cust[i] == NULL)
+                c->ev_cust[i] = ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER,
+                                                 c->evs[i].customer_id);
+    return rc;
 }
 
 /* ZRANGE callback: copy each member (a customer id) into c->due. */
@@ -614,10 +623,8 @@ static int process_round(run_ctx *c)
             (rc = load_shared(c)) < 0)
             return rc;
         for (size_t i = 0; i < c->ev_n; i++) {
-            ps_customer *cust = ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER,
-                                                 c->evs[i].customer_id);
             bool late = false;
-            rc = ps_pipeline_apply(c->pipe, &c->evs[i], cust, &late);
+            rc = ps_pipeline_apply(c->pipe, &c->evs[i], c->ev_cust[i], &late);
             if (rc == PS_AGG_DROP) {
                 c->total.dup++;
                 c->delta.dup++;
@@ -1145,6 +1152,7 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     c->out = ps_batch_new(c->o->prefix);
     c->dlq = ps_batch_new(c->o->prefix);
     c->evs = calloc(bm, sizeof(*c->evs));
+    c->ev_cust = calloc(bm, sizeof(*c->ev_cust));
     c->arena_cap = bm * 4 * PS_ID_MAX;
     c->arena = malloc(c->arena_cap);
     c->miss_set_cap = 16;
@@ -1158,7 +1166,7 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     c->due_buf = malloc(c->due_cap * PS_ID_MAX);
     c->due_len = calloc(c->due_cap, sizeof(*c->due_len));
     if (c->pipe == NULL || c->out == NULL || c->dlq == NULL ||
-        c->evs == NULL || c->arena == NULL || c->miss_set == NULL ||
+        c->evs == NULL || c->ev_cust == NULL || c->arena == NULL || c->miss_set == NULL ||
         c->miss == NULL || c->keys == NULL || c->keylens == NULL ||
         c->due_buf == NULL || c->due_len == NULL) {
         if (c->pipe != NULL)
@@ -1241,6 +1249,7 @@ static void teardown(run_ctx *c)
     ps_batch_destroy(c->dlq);
     ps_parts_free(&c->parts);
     free(c->evs);
+    free(c->ev_cust);
     free(c->arena);
     free(c->miss_set);
     free(c->miss);
