@@ -11,5 +11,6 @@
 int ps_cmd_run(int argc, char **argv);    /* consumer/run.c */
 int ps_cmd_broker(int argc, char **argv); /* cli/broker.c */
 int ps_cmd_gen(int argc, char **argv);    /* cli/gen.c */
+int ps_cmd_import(int argc, char **argv); /* cli/import.c */
 
 #endif

@@ -4,6 +4,7 @@
  *   propstream run     consume events, keep statistics, write them to Redis
  *   propstream broker  librdkafka's mock Kafka cluster as a process
  *   propstream gen     synthetic events modelled on the seed analysis
+ *   propstream import  CSV exports to events on a Kafka topic
  *
  * Every subcommand parses its own options (common/config.h) and returns
  * its exit code: 0 success, 1 runtime failure, 2 bad usage/configuration.
@@ -27,6 +28,8 @@ static const struct {
     {"broker", ps_cmd_broker, "run librdkafka's mock Kafka cluster "
                               "(development and tests)"},
     {"gen", ps_cmd_gen, "generate synthetic events to Kafka or a file"},
+    {"import", ps_cmd_import, "CSV exports (REES46, Online Retail, generic) "
+                              "to events on Kafka"},
 };
 
 static void usage(FILE *f)
