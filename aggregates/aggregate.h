@@ -106,6 +106,9 @@ typedef struct ps_agg_conf {
     double credible_level;       /* 0.95 */
     double intent_threshold;     /* high_intent trigger (0.5) */
     int64_t stream_maxlen;       /* XADD MAXLEN ~ of ps:triggers, ps:paths */
+    int segments_k;              /* k-means centres (3) */
+    int64_t segments_batch;      /* points per mini-batch step (256) */
+    double spend_threshold;      /* T of P(amount >= T) (70000) */
 } ps_agg_conf;
 
 /* Fill conf with the defaults above. */
@@ -182,6 +185,17 @@ typedef struct ps_aggregate_ops {
      * flush): release whatever the aggregate keeps about it outside its
      * slice.  NULL if nothing. */
     void (*forget_customer)(void *self, ps_entity *cust, void *state);
+
+    /* The aggregate's own state (e.g. a model), saved as
+     * ps:state:agg:{name} in the flush transaction whenever save_state
+     * reports a change, and loaded once at start before any event.
+     * save_state appends the blob to w and returns 1, or returns 0 when
+     * nothing changed since the last successful flush (then w is left
+     * empty).  load_state gets the stored blob; 0 or PS_ERR_STATE.  NULL
+     * if none.  This state is per deployment, not per instance: with
+     * several instances the last writer wins (documented per aggregate). */
+    int (*save_state)(void *self, ps_wbuf *w);
+    int (*load_state)(void *self, const void *blob, size_t len);
 
     /* One field of a shared entity's output hash as read from Redis, to
      * set the bases.  Called for every field before the entity is first

@@ -93,6 +93,9 @@ void ps_agg_conf_defaults(ps_agg_conf *c)
     c->credible_level = 0.95;
     c->intent_threshold = 0.5;
     c->stream_maxlen = 100000;
+    c->segments_k = 3;
+    c->segments_batch = 256;
+    c->spend_threshold = 70000;
 }
 
 /* FNV-1a, 64 bit: simple and adequate for ids of a few dozen bytes. */
@@ -692,6 +695,34 @@ void ps_pipeline_write(ps_pipeline *p, ps_batch *b)
     for (size_t i = 0; i < ps_aggregates_count; i++)
         if (ps_aggregates[i]->write_shared != NULL)
             ps_aggregates[i]->write_shared(p->self[i], b);
+    for (size_t i = 0; i < ps_aggregates_count; i++) {
+        if (ps_aggregates[i]->save_state == NULL)
+            continue;
+        ps_wbuf_reset(&p->blob);
+        if (ps_aggregates[i]->save_state(p->self[i], &p->blob) != 1 ||
+            p->blob.oom)
+            continue;
+        ps_str name = {ps_aggregates[i]->name,
+                       (uint32_t)strlen(ps_aggregates[i]->name)};
+        ps_batch_begin(b, "SET");
+        ps_batch_arg_key(b, "state:agg:", name, NULL);
+        ps_batch_arg(b, p->blob.data, p->blob.len);
+        ps_batch_end(b);
+    }
+}
+
+bool ps_pipeline_has_state(size_t agg_index)
+{
+    return agg_index < ps_aggregates_count &&
+           ps_aggregates[agg_index]->load_state != NULL;
+}
+
+int ps_pipeline_load_state(ps_pipeline *p, size_t agg_index, const void *blob,
+                           size_t len)
+{
+    if (!ps_pipeline_has_state(agg_index))
+        return PS_OK;
+    return ps_aggregates[agg_index]->load_state(p->self[agg_index], blob, len);
 }
 
 void ps_pipeline_flushed(ps_pipeline *p)

@@ -131,6 +131,13 @@ size_t ps_pipeline_dirty_count(const ps_pipeline *p);
  * revoked, since another instance may update those customers meanwhile. */
 void ps_pipeline_forget_all(ps_pipeline *p);
 
+/* Aggregates with their own saved state (load_state): index i for
+ * i < ps_aggregates_count; returns false for those without. */
+bool ps_pipeline_has_state(size_t agg_index);
+/* Give aggregate agg_index its saved blob (from ps:state:agg:{name}). */
+int ps_pipeline_load_state(ps_pipeline *p, size_t agg_index, const void *blob,
+                           size_t len);
+
 /* Serialise customer cust's state into w (the ps:state:cust value). */
 void ps_pipeline_save_customer(ps_pipeline *p, const ps_customer *cust,
                                ps_wbuf *w);

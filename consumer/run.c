@@ -82,6 +82,9 @@ typedef struct run_opts {
     double half_life_ms;
     double credible_level;
     double intent_threshold;
+    int64_t segments_k;
+    int64_t segments_batch;
+    double spend_threshold;
 } run_opts;
 
 #define OPT(field) offsetof(run_opts, field)
@@ -167,6 +170,13 @@ static const ps_option run_options[] = {
      "high_intent fires when an open funnel's P(purchase) crosses this "
      "upwards",
      OPT(intent_threshold), 0},
+    {"segments-k", 0, PS_OPT_INT, "3", 1, 16, "segments",
+     "k of the k-means segmentation (k = 3 names vip, premium, regular)",
+     OPT(segments_k), 0},
+    {"segments-batch", 0, PS_OPT_INT, "256", 16, 1048576, "points",
+     "feature vectors per mini-batch k-means step", OPT(segments_batch), 0},
+    {"spend-threshold", 0, PS_OPT_DBL, "70000", 0, 1e15, NULL,
+     "T of the published P(amount >= T)", OPT(spend_threshold), 0},
 };
 #define RUN_OPTIONS_N (sizeof(run_options) / sizeof(run_options[0]))
 
@@ -1113,6 +1123,46 @@ static int make_instance_id(char *out, size_t size)
     return 0;
 }
 
+struct agg_state_read {
+    run_ctx *c;
+    size_t index;
+    int rc;
+};
+
+static void on_agg_state(void *opaque, size_t i, const char *val, size_t len)
+{
+    struct agg_state_read *r = opaque;
+    (void)i;
+    if (val != NULL)
+        r->rc = ps_pipeline_load_state(r->c->pipe, r->index, val, len);
+}
+
+/* Load every aggregate's own saved state (ps:state:agg:{name}). */
+static int load_agg_states(run_ctx *c, char *err, size_t errsz)
+{
+    for (size_t i = 0; i < ps_aggregates_count; i++) {
+        if (!ps_pipeline_has_state(i))
+            continue;
+        char key[256];
+        snprintf(key, sizeof(key), "%sstate:agg:%s", c->o->prefix,
+                 ps_aggregates[i]->name);
+        const char *keys[1] = {key};
+        struct agg_state_read r = {c, i, PS_OK};
+        if (ps_redis_sink_get_many(c->sink, 1, keys, NULL, on_agg_state, &r) <
+            0) {
+            ps_set_err(err, errsz, "cannot read %s: %s", key,
+                       ps_redis_sink_errstr(c->sink));
+            return PS_ERR_IO;
+        }
+        if (r.rc < 0) {
+            ps_set_err(err, errsz, "%s holds unreadable state (%s)", key,
+                       ps_err_str(r.rc));
+            return PS_ERR_STATE;
+        }
+    }
+    return PS_OK;
+}
+
 static int setup(run_ctx *c, char *err, size_t errsz)
 {
     ps_redis_conf rc = {0};
@@ -1148,6 +1198,9 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     conf.credible_level = c->o->credible_level;
     conf.intent_threshold = c->o->intent_threshold;
     conf.stream_maxlen = c->o->stream_maxlen;
+    conf.segments_k = (int)c->o->segments_k;
+    conf.segments_batch = c->o->segments_batch;
+    conf.spend_threshold = c->o->spend_threshold;
     c->pipe = ps_pipeline_new(&conf, err, errsz);
     c->out = ps_batch_new(c->o->prefix);
     c->dlq = ps_batch_new(c->o->prefix);
@@ -1188,6 +1241,9 @@ static int setup(run_ctx *c, char *err, size_t errsz)
                    serr);
         return PS_ERR_IO;
     }
+
+    if (load_agg_states(c, err, errsz) < 0)
+        return PS_ERR_STATE;
 
     c->rk = ps_kafka_consumer_new(c->o->bootstrap, c->o->group, &c->cfg->kafka,
                                   rebalance_cb, c, err, errsz);

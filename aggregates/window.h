@@ -1,0 +1,188 @@
+/*
+ * window.h -- rolling event-time window of spend amounts with an exact
+ * count of distinct active customers, in memory bounded by its buckets.
+ *
+ * Shape.  Event time is cut into buckets of bucket_ms; bucket k holds
+ * ts in [k * bucket_ms, (k + 1) * bucket_ms).  A window of B buckets keeps
+ * a ring of B + A buckets: the B complete buckets before the watermark's
+ * bucket (the window) and A "ahead" buckets, from the watermark's own
+ * bucket on, for events already seen whose time the watermark has not
+ * passed yet (events up to the allowed lateness ahead of it).
+ *
+ * The window is ALIGNED to buckets.  With cur = floor(watermark /
+ * bucket_ms), it covers exactly
+ *
+ *     [ (cur - B) * bucket_ms, cur * bucket_ms )
+ *
+ * i.e. it ends at the last bucket boundary at or before the watermark
+ * (at most one bucket, one hour by default, behind it) and moves one
+ * bucket at a time.  Every number it reports is exact for that interval
+ * (floating-point rounding aside); ps_window_start_ms()/end_ms() say which.
+ *
+ * Defaults (ps_window_conf_7d/30d): one-hour buckets for both windows,
+ * 168 for 7 days and 720 for 30 days, 2 ahead buckets (watermark's bucket
+ * + 1 h of lateness).  Both windows end at the same boundary, so readers
+ * comparing 7d and 30d compare the same instant.  Memory per window:
+ * ps_window_bytes(): 24 bytes per ring bucket + 4 * A * B bytes of
+ * scheduled moves (below) + 80 bytes: 7d 5,504 B, 30d 23,168 B.
+ *
+ * Spend per bucket: n, sum and M2 (sum of squared deviations from the
+ * bucket mean, updated with Welford's recurrence, mean = sum / n); the
+ * window merges its buckets with Chan et al.'s pairwise formula
+ * (M2 = M2a + M2b + d^2 na nb / n), so the variance is as accurate as a
+ * two-pass computation, not sum-of-squares cancellation.
+ *
+ * Distinct active customers, exactly.  Each customer is attributed to ONE
+ * bucket: the latest bucket before `cur` in which it was active.  Then
+ * "active at least once in the window" == "attributed to a bucket of the
+ * window", and active = sum over the window's buckets of cnt[k].  When a
+ * customer becomes active in a later bucket than its attribution, it moves
+ * (cnt[old]--, cnt[new]++).  Activity in an ahead bucket u >= cur must not
+ * move it yet (it is still in the window through its earlier activity), so
+ * the move is scheduled: cnt[u] counts it on arrival (ahead buckets are not
+ * summed), and leave[u][d] counts customers whose previous activity was
+ * d = u - pred buckets before u; when the watermark passes u, cnt[u - d]
+ * -= leave[u][d] for every d.  Only d <= B - 1 is stored: an older pred
+ * has left the window by then.  Out-of-order activity re-links the chain
+ * (the successor's scheduled move now leaves from the new bucket).
+ *
+ * To do that the window must know, per customer, its attributed bucket and
+ * its activity in the ahead buckets: ps_window_member, 24 bytes kept by
+ * the caller in the customer's state (one per customer per window it
+ * counts towards; all-zero = never active; plain data).  It is brought up
+ * to date lazily from the window's position.  A member must always be used
+ * with the same window, and saved and restored together with it.
+ *
+ * Time only moves forward.  Events before the window start are ignored
+ * (PS_WINDOW_LATE).  An event beyond the ahead buckets pushes the window
+ * forward so that it fits (PS_WINDOW_PUSHED; the window then ends later
+ * than the watermark says) rather than being lost: size A for the
+ * lateness plus the skew between the partitions feeding the window.
+ *
+ * No allocation after ps_window_new(); add/touch are O(1) (bit operations
+ * on the member), advance is O(B) per bucket passed (O(B + A) total when
+ * everything expires), a query is O(B).  Not thread-safe per window.
+ */
+#ifndef PS_WINDOW_H
+#define PS_WINDOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/buf.h"
+
+typedef struct ps_window_conf {
+    int64_t bucket_ms; /* bucket width, >= 1 (3,600,000) */
+    uint32_t buckets;  /* B: window = B * bucket_ms, 1 .. 1 << 20 */
+    uint32_t ahead;    /* A: buckets held from the watermark's on, 1 .. 64.
+                          Needs >= ceil(lateness / bucket_ms) + 1 (2) */
+} ps_window_conf;
+
+#define PS_WINDOW_MAX_BUCKETS (1u << 20)
+#define PS_WINDOW_MAX_AHEAD 64u
+
+/* 7 days of 1-hour buckets, 2 ahead. */
+void ps_window_conf_7d(ps_window_conf *conf);
+/* 30 days of 1-hour buckets, 2 ahead. */
+void ps_window_conf_30d(ps_window_conf *conf);
+
+/* 0, or PS_ERR_CONFIG with a line in errstr. */
+int ps_window_conf_check(const ps_window_conf *conf, char *errstr,
+                         size_t errstr_size);
+
+/* Bytes one window of this configuration occupies (0 if invalid). */
+size_t ps_window_bytes(const ps_window_conf *conf);
+
+/* Per customer and window; zero-initialise (= never active).  The fields
+ * are the window's: do not edit them. */
+typedef struct ps_window_member {
+    int64_t settled1; /* attributed bucket + 1, 0 = none */
+    int64_t base;     /* window position `cur` when last brought up to date */
+    uint64_t ahead;   /* bit i: active in bucket base + i (>= base) */
+} ps_window_member;
+
+typedef struct ps_window ps_window;
+
+/* One allocation; NULL with errstr on a bad configuration or no memory.
+ * The window starts empty at position 0 (call ps_window_advance first).
+ * Whoever calls _new calls _destroy. */
+ps_window *ps_window_new(const ps_window_conf *conf, char *errstr,
+                         size_t errstr_size);
+void ps_window_destroy(ps_window *w); /* NULL-safe */
+const ps_window_conf *ps_window_get_conf(const ps_window *w);
+/* Back to empty at position 0, counters too (members must be zeroed). */
+void ps_window_reset(ps_window *w);
+
+/* Outcome of ps_window_add / ps_window_touch (all >= 0: bad events are
+ * data).  Each is also counted in the window (ps_window_counters). */
+typedef enum ps_window_result {
+    PS_WINDOW_ADDED = 0,  /* applied */
+    PS_WINDOW_LATE = 1,   /* ts before the window start: ignored */
+    PS_WINDOW_PUSHED = 2, /* applied, after pushing the window forward */
+    PS_WINDOW_INVALID = 3 /* ts <= 0 or > INT64_MAX / 2, amount NaN,
+                             infinite or < 0, touch without a member:
+                             ignored */
+} ps_window_result;
+
+/* One spend `amount` (>= 0) at event time ts_ms (> 0) by the customer
+ * whose member is m (NULL: counted in n/sum but not as a customer).
+ * Out-of-order events land in their own bucket. */
+ps_window_result ps_window_add(ps_window *w, int64_t ts_ms, double amount,
+                               ps_window_member *m);
+/* Activity without an amount (e.g. a click): counts towards `active`
+ * only (m NULL: PS_WINDOW_INVALID). */
+ps_window_result ps_window_touch(ps_window *w, int64_t ts_ms,
+                                 ps_window_member *m);
+
+/* Move the window to end at the bucket boundary at or before watermark_ms
+ * (no-op if that is not later than now).  Expires buckets, applies the
+ * scheduled moves.  No allocation. */
+void ps_window_advance(ps_window *w, int64_t watermark_ms);
+
+/* The interval the queries describe: [start, end).  end = position *
+ * bucket_ms; start may be negative while the window is young. */
+int64_t ps_window_start_ms(const ps_window *w);
+int64_t ps_window_end_ms(const ps_window *w);
+
+typedef struct ps_window_stats {
+    uint64_t n;      /* spend events in [start, end) */
+    double sum;      /* their total */
+    double mean;     /* 0 when n = 0 */
+    double std;      /* sample std (ddof = 1); 0 when n < 2 */
+    double p_ge;     /* P(amount >= threshold) under N(mean, std^2);
+                        0 when n = 0 (see normal.h for std = 0) */
+    uint64_t active; /* distinct customers active in [start, end) */
+} ps_window_stats;
+
+void ps_window_query(const ps_window *w, double threshold,
+                     ps_window_stats *out);
+
+typedef struct ps_window_counters {
+    uint64_t late;    /* events ignored as older than the window */
+    uint64_t pushed;  /* events that pushed the window forward */
+    uint64_t invalid; /* events ignored as invalid */
+    uint64_t broken;  /* inconsistencies seen (a member used with another
+                         window or out of date state); should stay 0 */
+} ps_window_counters;
+
+void ps_window_get_counters(const ps_window *w, ps_window_counters *out);
+
+/*
+ * Saved state (version 1): the configuration, position, counters, the
+ * ring and the non-zero scheduled moves.  ps_window_load() reads into w,
+ * whose configuration must equal the saved one; on any error (truncated,
+ * wrong version, other configuration, values out of range) it returns
+ * PS_ERR_STATE with errstr and leaves w unchanged.  It allocates a
+ * scratch window of the same size while loading (PS_ERR_NOMEM if that
+ * fails).  Cross-checks are structural (ranges, finiteness, moves <=
+ * customers); a well-formed but altered state is not detectable.
+ */
+void ps_window_save(const ps_window *w, ps_wbuf *out);
+int ps_window_load(ps_window *w, ps_rbuf *in, char *errstr, size_t errstr_size);
+
+/* A member's saved form (25 bytes, versioned); load rejects impossible
+ * values with PS_ERR_STATE and leaves *m unchanged. */
+void ps_window_member_save(const ps_window_member *m, ps_wbuf *out);
+int ps_window_member_load(ps_window_member *m, ps_rbuf *in);
+
+#endif
