@@ -21,6 +21,7 @@
  *   product    ps:prod:{id}     shared by all    the output hash itself:
  *   campaign   ps:campaign:{id} instances        counters as HINCRBY deltas,
  *   global     ps:global                         derived values as HSET
+ *   segment    ps:segment:{k}
  *
  * Each aggregate declares a slice size per kind; every record reserves
  * that many bytes (8-byte aligned, zeroed when the record is created) and
@@ -72,6 +73,7 @@ typedef enum ps_kind {
     PS_KIND_PRODUCT = 1,
     PS_KIND_CAMPAIGN = 2,
     PS_KIND_GLOBAL = 3,
+    PS_KIND_SEGMENT = 4,
     PS_KIND_COUNT
 } ps_kind;
 
@@ -209,7 +211,8 @@ typedef struct ps_aggregate_ops {
 extern const ps_aggregate_ops *const ps_aggregates[];
 extern const size_t ps_aggregates_count;
 
-/* Key segment of each kind: "cust:", "prod:", "campaign:", "global". */
+/* Key segment of each kind: "cust:", "prod:", "campaign:", "global",
+ * "segment:". */
 const char *ps_kind_key(ps_kind kind);
 
 #endif

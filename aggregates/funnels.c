@@ -22,16 +22,17 @@
  * the watermark opens nothing (it still counts as a click/wishlist).
  *
  * Counters.  Every closed funnel is one trial, per path and in total, at
- * the customer, product, campaign (of the opening click) and global
- * levels.  Customers are private to their partition's owner and keep
+ * the customer, product, campaign (of the opening click), segment (the
+ * customer's, when it has one: segments.h) and global levels.  Customers are private to their partition's owner and keep
  * their counts in their slice (decayed by 2^(-dt/half_life) of event time
  * when forgetting is on: a discounted Beta); shared levels keep base +
  * delta and are written as HINCRBY deltas (see aggregate.h).
  *
  * Posteriors (beta.h).  Shared levels use the flat Beta(1,1) prior;
  * customers use Beta(1,1) or, with the empirical prior, one centred on the
- * global rate of the same path with `prior_strength` pseudo-counts, so a
- * new customer starts at the population's rate.  Published: posterior mean
+ * rate of the same path at the customer's segment (else global) with
+ * `prior_strength` pseudo-counts, so a new customer starts at its
+ * population's rate.  Published: posterior mean
  * and the equal-tailed credible interval (GSL quantiles), alpha, beta.
  *
  * Campaigns.  p_campaign_given_purchase = P(C | B) by Bayes' rule as in
@@ -67,6 +68,7 @@
 #include "aggregate.h"
 #include "beta.h"
 #include "pipeline.h"
+#include "segments.h"
 #include "../common/error.h"
 
 #define PATH_C 1u
@@ -200,6 +202,31 @@ static void bump(funnels *f, ps_entity *e, int k, int64_t by)
 }
 
 static funnel *F(funnels *f, uint32_t ix1) { return &f->pool[ix1 - 1]; }
+
+/* The customer's segment entity, or NULL when it has no segment yet. */
+static ps_entity *segment_of(funnels *f, const ps_entity *cust)
+{
+    int seg = ps_segments_of(f->pipe, cust);
+    if (seg < 0)
+        return NULL;
+    char id[16];
+    snprintf(id, sizeof(id), "%d", seg);
+    return ps_pipeline_entity(f->pipe, PS_KIND_SEGMENT,
+                              (ps_str){id, (uint32_t)strlen(id)});
+}
+
+/* Rate of path x (-1: all paths) at the customer's segment when that has
+ * closed funnels on it, else at the global level (flat posterior mean). */
+static double parent_rate(funnels *f, const ps_entity *cust, int x)
+{
+    int kt = x < 0 ? K_TRIALS : K_TRIALS_C + 2 * x;
+    int ks = x < 0 ? K_SUCC : K_SUCC_C + 2 * x;
+    ps_entity *seg = cust ? segment_of(f, cust) : NULL;
+    const shared_counts *sc = seg ? shared_of(f, seg) : NULL;
+    if (sc != NULL && view(sc, kt) > 0)
+        return flat_mean(view(sc, ks), view(sc, kt));
+    return flat_mean(view(f->global, ks), view(f->global, kt));
+}
 
 static int64_t expiry(const funnels *f, const funnel *fn)
 {
@@ -354,7 +381,7 @@ static double intent_p(funnels *f, const funnel *fn)
     int x = path_ix(fn->path);
     const shared_counts *p = shared_of(f, fn->prod);
     int kt = K_TRIALS_C + 2 * x, ks = K_SUCC_C + 2 * x;
-    double m = flat_mean(view(f->global, ks), view(f->global, kt));
+    double m = parent_rate(f, fn->cust, x);
     double k = f->conf.prior_strength > 0 ? f->conf.prior_strength : 1.0;
     if (p == NULL)
         return m;
@@ -426,14 +453,14 @@ static void count_trial(funnels *f, cust_funnels *cs, ps_entity *cust,
                         unsigned first, bool success)
 {
     int x = path_ix(path);
-    ps_entity *levels[3] = {prod, campaign, NULL};
+    ps_entity *levels[4] = {prod, campaign, segment_of(f, cust), NULL};
     cs->changed_gen = ps_pipeline_generation(f->pipe) + 1;
     cs->trials[x] += 1;
     cs->succ[x] += success;
     ps_pipeline_touch(f->pipe, cust);
-    for (int l = 0; l < 3; l++) {
-        ps_entity *e = l < 2 ? levels[l] : NULL;
-        shared_counts *s = l < 2 ? (e ? shared_of(f, e) : NULL) : f->global;
+    for (int l = 0; l < 4; l++) {
+        ps_entity *e = l < 3 ? levels[l] : NULL;
+        shared_counts *s = l < 3 ? (e ? shared_of(f, e) : NULL) : f->global;
         if (s == NULL)
             continue;
         s->delta[K_TRIALS]++;
@@ -679,16 +706,16 @@ static void field_dbl(ps_batch *b, const char *name, double v)
     ps_batch_arg_real(b, v);
 }
 
-static void cust_prior(funnels *f, int x, double *a0, double *b0)
+static void cust_prior(funnels *f, const ps_entity *cust, int x, double *a0,
+                       double *b0)
 {
     if (!f->conf.prior_empirical) {
         *a0 = *b0 = 1.0;
         return;
     }
-    int kt = x < 0 ? K_TRIALS : K_TRIALS_C + 2 * x;
-    int ks = x < 0 ? K_SUCC : K_SUCC_C + 2 * x;
-    ps_beta_prior_centered(flat_mean(view(f->global, ks), view(f->global, kt)),
-                           f->conf.prior_strength, a0, b0);
+    /* customer -> segment -> global */
+    ps_beta_prior_centered(parent_rate(f, cust, x), f->conf.prior_strength, a0,
+                           b0);
 }
 
 static void funnels_write_customer(void *self, const ps_entity *cust,
@@ -699,7 +726,6 @@ static void funnels_write_customer(void *self, const ps_entity *cust,
     double n = 0, s = 0, a0, b0;
     ps_beta_post post;
     char name[32];
-    (void)cust;
 
     /* unchanged since the last successful flush: already in Redis */
     if (cs->changed_gen <= ps_pipeline_generation(f->pipe))
@@ -713,7 +739,7 @@ static void funnels_write_customer(void *self, const ps_entity *cust,
     ps_batch_arg_i64(b, cs->direct);
     field_dbl(b, "trials", n);
     field_dbl(b, "successes", s);
-    cust_prior(f, -1, &a0, &b0);
+    cust_prior(f, cust, -1, &a0, &b0);
     ps_beta_posterior(s, n, a0, b0, f->conf.credible_level, &post);
     field_dbl(b, "alpha", post.alpha);
     field_dbl(b, "beta", post.beta);
@@ -725,7 +751,7 @@ static void funnels_write_customer(void *self, const ps_entity *cust,
         field_dbl(b, name, cs->trials[x]);
         snprintf(name, sizeof(name), "successes_%s", path_names[x]);
         field_dbl(b, name, cs->succ[x]);
-        cust_prior(f, x, &a0, &b0);
+        cust_prior(f, cust, x, &a0, &b0);
         snprintf(name, sizeof(name), "p_purchase_%s", path_names[x]);
         field_dbl(b, name, (a0 + cs->succ[x]) / (a0 + b0 + cs->trials[x]));
     }
@@ -855,6 +881,9 @@ static void funnels_write_shared_entity(void *self, const ps_entity *e,
     }
     case PS_KIND_GLOBAL:
         write_posterior(f, b, s, true);
+        break;
+    case PS_KIND_SEGMENT:
+        write_posterior(f, b, s, false);
         break;
     default:
         break;
@@ -1071,7 +1100,8 @@ const ps_aggregate_ops ps_agg_funnels = {
     .state_size = {[PS_KIND_CUSTOMER] = sizeof(cust_funnels),
                    [PS_KIND_PRODUCT] = sizeof(shared_counts),
                    [PS_KIND_CAMPAIGN] = sizeof(shared_counts),
-                   [PS_KIND_GLOBAL] = sizeof(shared_counts)},
+                   [PS_KIND_GLOBAL] = sizeof(shared_counts),
+                   [PS_KIND_SEGMENT] = sizeof(shared_counts)},
     .init = funnels_init,
     .destroy = funnels_destroy,
     .apply = funnels_apply,

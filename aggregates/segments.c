@@ -45,6 +45,7 @@
 #include "kmeans.h"
 #include "normal.h"
 #include "pipeline.h"
+#include "segments.h"
 #include "welford.h"
 #include "../common/error.h"
 
@@ -356,6 +357,19 @@ static int seg_load_customer(void *self, ps_entity *cust, void *state,
         return PS_ERR_STATE;
     c->changed_gen = 1; /* not zero: the slice is not new */
     return PS_OK;
+}
+
+int ps_segments_of(ps_pipeline *p, const ps_entity *cust)
+{
+    static int index = -2;
+    if (index == -2)
+        index = ps_pipeline_agg_index("segments");
+    if (index < 0)
+        return -1;
+    const seg_cust *c = ps_pipeline_slice(p, cust, (size_t)index);
+    if (c->n == 0 && c->segment == 0 && c->changed_gen == 0)
+        return -1; /* zeroed slice: not seen by this aggregate yet */
+    return c->segment;
 }
 
 const ps_aggregate_ops ps_agg_segments = {

@@ -508,6 +508,51 @@ static void test_empirical_prior(void **state)
     fx_clear(&f);
 }
 
+/* Segment level: once segments exist (a tiny k-means, batch 4), a trial
+ * of a customer with a segment is counted at ps:segment:{its segment}. */
+static void test_segment_level(void **state)
+{
+    (void)state;
+    fx f;
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.segments_batch = 4;
+    fx_init_conf(&f, &conf);
+    static const double amounts[] = {10000, 20000, 60000, 61000, 30000};
+    char cust[8];
+    /* purchases with amounts feed the features */
+    for (int i = 0; i < 5; i++) {
+        ps_event e;
+        bool late;
+        int err;
+        char eid[16];
+        snprintf(cust, sizeof(cust), "s%d", i);
+        snprintf(eid, sizeof(eid), "amt%d", i);
+        memset(&e, 0, sizeof(e));
+        e.event_id = S(eid);
+        e.customer_id = S(cust);
+        e.type = PS_PURCHASE;
+        e.product_id = S("py");
+        e.has_amount = true;
+        e.amount = amounts[i];
+        e.ts = 2 * H;
+        ps_customer *c = ps_pipeline_add(f.p, e.customer_id, NULL, 0, &err);
+        assert_non_null(c);
+        assert_int_equal(ps_pipeline_apply(f.p, &e, c, &late), 0);
+    }
+    ev(&f, "s4", PS_CLICK, "pz", 3 * H);
+    ev(&f, "s4", PS_PURCHASE, "pz", 4 * H);
+    flush(&f);
+    double seg = hset(&f, "ps:cust:s4", "segment");
+    assert_false(isnan(seg));
+    char key[32];
+    snprintf(key, sizeof(key), "ps:segment:%d", (int)seg);
+    assert_int_equal(incr(&f, key, "trials"), 1);
+    assert_int_equal(incr(&f, key, "successes"), 1);
+    assert_close(hset(&f, key, "p_purchase"), 2.0 / 3.0, 1e-9);
+    fx_clear(&f);
+}
+
 int main(void)
 {
     ps_beta_init();
@@ -523,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_idle_partition),
         cmocka_unit_test(test_forgetting),
         cmocka_unit_test(test_empirical_prior),
+        cmocka_unit_test(test_segment_level),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

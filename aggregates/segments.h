@@ -1,0 +1,13 @@
+/*
+ * segments.h -- what other aggregates may ask the segments aggregate.
+ */
+#ifndef PS_SEGMENTS_H
+#define PS_SEGMENTS_H
+
+#include "aggregate.h"
+
+/* The segment (0..k-1) customer cust is assigned to, or -1 when it has
+ * none yet (no purchase with an amount, or the model is not initialised). */
+int ps_segments_of(ps_pipeline *p, const ps_entity *cust);
+
+#endif
