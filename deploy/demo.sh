@@ -99,9 +99,17 @@ for key in $(raw --scan --pattern 'ps:campaign:*' | sort); do
   printf '    %-20s %s  %s\n' "${key#ps:campaign:}" "$(fmt4 "$(h "$key" p_purchase)")" \
     "$(fmt4 "$(h "$key" p_campaign_given_purchase)")"
 done
-printf 'triggers (ps:triggers) %s high_intent, %s wishlist_abandoned\n' \
+echo "segments (k-means)   name, size, centroid: mean amount / purchases, P(purchase), P(amount >= 70,000):"
+for key in $(raw --scan --pattern 'ps:segment:*' | sort); do
+  printf '    %-8s %-8s %6s   %9.0f / %5.2f   %s   %s\n' "${key#ps:segment:}" \
+    "$(h "$key" name)" "$(h "$key" size)" "$(h "$key" centroid_mean_amount)" \
+    "$(h "$key" centroid_purchases)" "$(fmt4 "$(h "$key" p_purchase)")" \
+    "$(fmt4 "$(h "$key" p_spend_gt)")"
+done
+printf 'triggers (ps:triggers) %s high_intent, %s wishlist_abandoned, %s segment_changed\n' \
   "$(raw XRANGE ps:triggers - + | grep -cx high_intent || true)" \
-  "$(raw XRANGE ps:triggers - + | grep -cx wishlist_abandoned || true)"
+  "$(raw XRANGE ps:triggers - + | grep -cx wishlist_abandoned || true)" \
+  "$(raw XRANGE ps:triggers - + | grep -cx segment_changed || true)"
 echo
 echo "three customers:"
 for key in $(raw --scan --pattern 'ps:cust:*' | sort | head -n 3); do
