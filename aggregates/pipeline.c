@@ -759,6 +759,15 @@ void ps_pipeline_forget_all(ps_pipeline *p)
     t->count = 0;
 }
 
+void ps_pipeline_foreach(ps_pipeline *p, ps_kind kind,
+                         void (*fn)(void *opaque, ps_entity *e), void *opaque)
+{
+    table *t = &p->tables[kind];
+    for (size_t i = 0; i < t->cap; i++)
+        if (t->slots[i] != NULL)
+            fn(opaque, t->slots[i]);
+}
+
 size_t ps_pipeline_customer_count(const ps_pipeline *p)
 {
     return p->tables[PS_KIND_CUSTOMER].count;

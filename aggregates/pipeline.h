@@ -121,6 +121,12 @@ void ps_pipeline_flushed(ps_pipeline *p);
  * so the next attempt writes them again. */
 uint32_t ps_pipeline_generation(const ps_pipeline *p);
 
+/* Call fn for every in-memory entity of kind (no insertion or removal
+ * from fn). */
+void ps_pipeline_foreach(ps_pipeline *p, ps_kind kind,
+                         void (*fn)(void *opaque, ps_entity *e),
+                         void *opaque);
+
 /* Customers in memory, and entities changed since the last flush. */
 size_t ps_pipeline_customer_count(const ps_pipeline *p);
 size_t ps_pipeline_dirty_count(const ps_pipeline *p);

@@ -10,8 +10,10 @@
  * learning rate 1/count; dying centres reseeded) every time a customer's
  * features change, i.e. at each of its purchases.
  *
- * Assignment.  At each purchase the customer is assigned to the nearest
- * centre.  A move is counted in the segments' sizes (HINCRBY deltas on
+ * Assignment.  At each event of a customer that has features (a purchase
+ * with an amount), the customer is (re)assigned to the nearest centre;
+ * when the model first initialises, every customer in memory with features
+ * is assigned.  A move is counted in the segments' sizes (HINCRBY deltas on
  * ps:segment:{k} size, so sizes are exact and add up across restarts) and
  * emits one segment_changed trigger, caused by that purchase, in the same
  * flush as the customer's new state: exactly once per move.  Customers
@@ -162,6 +164,44 @@ static void trigger_changed(segments *s, const ps_event *ev, int from, int to)
     ps_batch_end(b);
 }
 
+/* (Re)assign customer c to its nearest centre; a move from one segment to
+ * another is counted and, when ev is given, triggers segment_changed. */
+static void reassign(segments *s, seg_cust *c, ps_entity *cust,
+                     const ps_event *ev)
+{
+    double x[2], z[2];
+    x[F_AMOUNT] = c->mean;
+    x[F_COUNT] = c->n;
+    standardise(s, x, z);
+    int seg = ps_kmeans_assign(s->km, z);
+    if (seg < 0 || seg == c->segment)
+        return;
+    if (c->segment >= 0) {
+        s->size_delta[c->segment]--;
+        if (ev != NULL)
+            trigger_changed(s, ev, c->segment, seg);
+    }
+    s->size_delta[seg]++;
+    c->segment = seg;
+    c->changed_gen = ps_pipeline_generation(s->pipe) + 1;
+    ps_pipeline_touch(s->pipe, cust);
+}
+
+struct assign_all {
+    segments *s;
+    size_t me;
+};
+
+/* When the model first exists: give every in-memory customer with
+ * features a segment (their purchases came before it could). */
+static void assign_one(void *opaque, ps_entity *cust)
+{
+    struct assign_all *a = opaque;
+    seg_cust *c = ps_pipeline_slice(a->s->pipe, cust, a->me);
+    if (c->n > 0 && c->segment < 0)
+        reassign(a->s, c, cust, NULL);
+}
+
 static int seg_apply(void *self, const ps_event *ev, const ps_apply_ctx *ctx)
 {
     segments *s = self;
@@ -170,37 +210,34 @@ static int seg_apply(void *self, const ps_event *ev, const ps_apply_ctx *ctx)
 
     if (c->n == 0 && c->segment == 0 && c->changed_gen == 0)
         c->segment = -1; /* a zeroed slice: new customer */
-    if (ev->type != PS_PURCHASE || !ev->has_amount)
-        return PS_OK;
-
-    c->n += 1;
-    c->mean += (ev->amount - c->mean) / c->n;
-    double x[2], z[2];
-    x[F_AMOUNT] = c->mean;
-    x[F_COUNT] = c->n;
-    ps_welford_add(&s->feat[0], x[0]);
-    ps_welford_add(&s->feat[1], x[1]);
-    standardise(s, x, z);
-    int stepped = ps_kmeans_observe(s->km, z);
-    if (stepped < 0)
-        return PS_OK; /* non-finite: never for validated amounts */
-    if (stepped == 1)
-        ps_kmeans_name(s->km, F_AMOUNT, F_COUNT, s->names);
-    s->model_gen = next_gen;
-
-    int seg = ps_kmeans_assign(s->km, z);
-    if (seg >= 0) {
-        if (seg != c->segment) {
-            if (c->segment >= 0) {
-                s->size_delta[c->segment]--;
-                trigger_changed(s, ev, c->segment, seg);
-            }
-            s->size_delta[seg]++;
-            c->segment = seg;
-            c->changed_gen = next_gen;
+    if (ev->type == PS_PURCHASE && ev->has_amount) {
+        c->n += 1;
+        c->mean += (ev->amount - c->mean) / c->n;
+        double x[2], z[2];
+        x[F_AMOUNT] = c->mean;
+        x[F_COUNT] = c->n;
+        ps_welford_add(&s->feat[0], x[0]);
+        ps_welford_add(&s->feat[1], x[1]);
+        standardise(s, x, z);
+        bool was_ready = ps_kmeans_initialised(s->km);
+        int stepped = ps_kmeans_observe(s->km, z);
+        if (stepped < 0)
+            return PS_OK; /* non-finite: never for validated amounts */
+        if (stepped == 1)
+            ps_kmeans_name(s->km, F_AMOUNT, F_COUNT, s->names);
+        s->model_gen = next_gen;
+        if (!was_ready && ps_kmeans_initialised(s->km)) {
+            struct assign_all a = {s, (size_t)ps_pipeline_agg_index("segments")};
+            ps_pipeline_foreach(s->pipe, PS_KIND_CUSTOMER, assign_one, &a);
         }
-        ps_welford_add(&s->spend[seg], ev->amount);
     }
+    /* every event of a customer with features re-checks its segment: the
+     * centres move, and a customer who bought before the model existed
+     * gets one at its next event */
+    if (c->n > 0)
+        reassign(s, c, ctx->cust, ev);
+    if (ev->type == PS_PURCHASE && ev->has_amount && c->segment >= 0)
+        ps_welford_add(&s->spend[c->segment], ev->amount);
     return PS_OK;
 }
 
