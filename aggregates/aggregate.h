@@ -22,6 +22,7 @@
  *   campaign   ps:campaign:{id} instances        counters as HINCRBY deltas,
  *   global     ps:global                         derived values as HSET
  *   segment    ps:segment:{k}
+ *   cohort     ps:cohort:{YYYY-MM}
  *
  * Each aggregate declares a slice size per kind; every record reserves
  * that many bytes (8-byte aligned, zeroed when the record is created) and
@@ -74,6 +75,7 @@ typedef enum ps_kind {
     PS_KIND_CAMPAIGN = 2,
     PS_KIND_GLOBAL = 3,
     PS_KIND_SEGMENT = 4,
+    PS_KIND_COHORT = 5,
     PS_KIND_COUNT
 } ps_kind;
 
@@ -212,7 +214,7 @@ extern const ps_aggregate_ops *const ps_aggregates[];
 extern const size_t ps_aggregates_count;
 
 /* Key segment of each kind: "cust:", "prod:", "campaign:", "global",
- * "segment:". */
+ * "segment:", "cohort:". */
 const char *ps_kind_key(ps_kind kind);
 
 #endif

@@ -74,7 +74,7 @@ struct ps_pipeline {
 };
 
 static const char *const kind_keys[PS_KIND_COUNT] = {
-    "cust:", "prod:", "campaign:", "global", "segment:"};
+    "cust:", "prod:", "campaign:", "global", "segment:", "cohort:"};
 
 const char *ps_kind_key(ps_kind kind) { return kind_keys[kind]; }
 
@@ -129,7 +129,9 @@ int ps_pipeline_agg_index(const char *name)
 static int table_init(table *t, ps_kind kind)
 {
     size_t n = ps_aggregates_count;
-    t->cap = kind == PS_KIND_GLOBAL || kind == PS_KIND_SEGMENT ? 32 : 1024;
+    t->cap = kind == PS_KIND_GLOBAL || kind == PS_KIND_SEGMENT ? 32
+             : kind == PS_KIND_COHORT                          ? 256
+                                                               : 1024;
     t->slots = calloc(t->cap, sizeof(*t->slots));
     t->slice_off = calloc(n ? n : 1, sizeof(*t->slice_off));
     if (t->slots == NULL || t->slice_off == NULL)

@@ -190,7 +190,7 @@ static void test_coalescing_and_flush_protocol(void **state)
     for (int i = 0; i < 1000; i++)
         apply(p, ev("hot", PS_CLICK, -1, 1000 + i));
     apply(p, ev("cold", PS_CLICK, -1, 1));
-    assert_int_equal(ps_pipeline_dirty_count(p), 4); /* hot, cold, product p1, global */
+    assert_int_equal(ps_pipeline_dirty_count(p), 5); /* hot, cold, product p1, global, cohort */
 
     ps_pipeline_write(p, b);
     assert_true(hget(b, "ps:cust:hot", "events", v, sizeof(v), &n));
