@@ -71,13 +71,12 @@
 #include <string.h>
 #include <time.h>
 
-#include <avro.h>
 #include <jansson.h>
-#include <librdkafka/rdkafka.h>
 
 #include "../common/config.h"
 #include "../common/error.h"
 #include "../consumer/decode.h"
+#include "event_writer.h"
 
 /* ===================================================================
  * Options
@@ -746,179 +745,11 @@ static void draw_free(gen_draw *d)
 }
 
 /* ===================================================================
- * Encoding
+ * Encoding: event_writer.h (ps_event, JSON amounts with 2 decimals)
  * =================================================================== */
 
-enum { FMT_CONFLUENT, FMT_AVRO, FMT_JSON };
-static const char *const format_names[] = {"confluent", "avro", "json"};
-
-/* An event to encode, good or deliberately bad.  NULL string = null. */
-typedef struct gen_ev {
-    const char *event_id;
-    const char *customer_id; /* NULL: JSON omits the field (missing) */
-    const char *type;        /* symbol; JSON may carry a bad one */
-    int type_index;          /* Avro enum index */
-    const char *product_id;
-    bool has_amount;
-    double amount;
-    int64_t ts;
-    bool ts_as_string; /* JSON only: "ts": "2025-..." (wrong_type) */
-    bool has_signup;
-    int64_t signup_ts;
-    const char *campaign;
-} gen_ev;
-
-typedef struct gen_enc {
-    avro_schema_t schema;
-    avro_value_iface_t *iface;
-    avro_value_t value;
-    bool have_value;
-    avro_writer_t writer;
-    char avro_buf[8192];
-} gen_enc;
-
-static int enc_init(gen_enc *e, char *errstr, size_t errstr_size)
-{
-    const char *json = ps_event_schema_json();
-    memset(e, 0, sizeof(*e));
-    if (avro_schema_from_json_length(json, strlen(json), &e->schema) != 0) {
-        ps_set_err(errstr, errstr_size, "event schema: %s", avro_strerror());
-        return -1;
-    }
-    e->iface = avro_generic_class_from_schema(e->schema);
-    if (e->iface == NULL ||
-        avro_generic_value_new(e->iface, &e->value) != 0) {
-        ps_set_err(errstr, errstr_size, "avro value: %s", avro_strerror());
-        return -1;
-    }
-    e->have_value = true;
-    e->writer = avro_writer_memory(e->avro_buf, sizeof(e->avro_buf));
-    if (e->writer == NULL) {
-        ps_set_err(errstr, errstr_size, "avro writer: %s", avro_strerror());
-        return -1;
-    }
-    return 0;
-}
-
-static void enc_clear(gen_enc *e)
-{
-    if (e->writer != NULL)
-        avro_writer_free(e->writer);
-    if (e->have_value)
-        avro_value_decref(&e->value);
-    if (e->iface != NULL)
-        avro_value_iface_decref(e->iface);
-    if (e->schema != NULL)
-        avro_schema_decref(e->schema);
-    memset(e, 0, sizeof(*e));
-}
-
-/* Set optional (union {null, T}) field idx: branch 0 null, 1 value. */
-static int set_opt_string(avro_value_t *rec, size_t idx, const char *s)
-{
-    avro_value_t field, branch;
-    if (avro_value_get_by_index(rec, idx, &field, NULL) != 0)
-        return -1;
-    if (s == NULL)
-        return avro_value_set_branch(&field, 0, &branch) ||
-               avro_value_set_null(&branch);
-    return avro_value_set_branch(&field, 1, &branch) ||
-           avro_value_set_string(&branch, s);
-}
-
-/*
- * Avro binary of ev into e->avro_buf; returns its length or -1.  The
- * schema's field order: event_id, customer_id, type, product_id, amount,
- * ts, signup_ts, campaign.
- */
-static long enc_avro(gen_enc *e, const gen_ev *ev)
-{
-    avro_value_t *rec = &e->value, f, b;
-    int rc = 0;
-
-    rc |= avro_value_get_by_index(rec, 0, &f, NULL) ||
-          avro_value_set_string(&f, ev->event_id);
-    rc |= avro_value_get_by_index(rec, 1, &f, NULL) ||
-          avro_value_set_string(&f, ev->customer_id ? ev->customer_id : "");
-    rc |= avro_value_get_by_index(rec, 2, &f, NULL) ||
-          avro_value_set_enum(&f, ev->type_index);
-    rc |= set_opt_string(rec, 3, ev->product_id);
-    rc |= avro_value_get_by_index(rec, 4, &f, NULL);
-    if (ev->has_amount)
-        rc |= avro_value_set_branch(&f, 1, &b) ||
-              avro_value_set_double(&b, ev->amount);
-    else
-        rc |= avro_value_set_branch(&f, 0, &b) || avro_value_set_null(&b);
-    rc |= avro_value_get_by_index(rec, 5, &f, NULL) ||
-          avro_value_set_long(&f, ev->ts);
-    rc |= avro_value_get_by_index(rec, 6, &f, NULL);
-    if (ev->has_signup)
-        rc |= avro_value_set_branch(&f, 1, &b) ||
-              avro_value_set_long(&b, ev->signup_ts);
-    else
-        rc |= avro_value_set_branch(&f, 0, &b) || avro_value_set_null(&b);
-    rc |= set_opt_string(rec, 7, ev->campaign);
-    if (rc != 0)
-        return -1;
-    avro_writer_reset(e->writer);
-    if (avro_value_write(e->writer, rec) != 0)
-        return -1;
-    return (long)avro_writer_tell(e->writer);
-}
-
-/* JSON object of ev into out; returns its length or -1.  Ids are
- * generated ASCII ([a-z0-9]) so no escaping is needed. */
-static long enc_json(const gen_ev *ev, char *out, size_t cap)
-{
-    size_t n = 0;
-    int w;
-
-#define PUT(...)                                                           \
-    do {                                                                   \
-        w = snprintf(out + n, cap - n, __VA_ARGS__);                       \
-        if (w < 0 || (size_t)w >= cap - n)                                 \
-            return -1;                                                     \
-        n += (size_t)w;                                                    \
-    } while (0)
-
-    PUT("{\"event_id\":\"%s\"", ev->event_id);
-    if (ev->customer_id != NULL)
-        PUT(",\"customer_id\":\"%s\"", ev->customer_id);
-    PUT(",\"type\":\"%s\"", ev->type);
-    if (ev->product_id != NULL)
-        PUT(",\"product_id\":\"%s\"", ev->product_id);
-    if (ev->has_amount)
-        PUT(",\"amount\":%.2f", ev->amount);
-    if (ev->ts_as_string)
-        PUT(",\"ts\":\"2025-01-01T00:00:00Z\"");
-    else
-        PUT(",\"ts\":%" PRId64, ev->ts);
-    if (ev->has_signup)
-        PUT(",\"signup_ts\":%" PRId64, ev->signup_ts);
-    if (ev->campaign != NULL)
-        PUT(",\"campaign\":\"%s\"", ev->campaign);
-    PUT("}");
-#undef PUT
-    return (long)n;
-}
-
-/* Frame an Avro body: Confluent header when confluent, else as is. */
-static long frame(char *out, size_t cap, bool confluent, uint32_t schema_id,
-                  const char *body, size_t len)
-{
-    size_t h = confluent ? 5 : 0;
-    if (h + len > cap)
-        return -1;
-    if (confluent) {
-        out[0] = 0;
-        out[1] = (char)(schema_id >> 24);
-        out[2] = (char)(schema_id >> 16);
-        out[3] = (char)(schema_id >> 8);
-        out[4] = (char)schema_id;
-    }
-    memcpy(out + h, body, len);
-    return (long)(h + len);
-}
+/* The schema id of the Confluent frame of kind schema_id_999. */
+#define BAD_SCHEMA_ID 999u
 
 /* ===================================================================
  * Malformed records
@@ -993,12 +824,12 @@ static const char *const reason_names[PS_BAD_REASON_COUNT] = {
  */
 static int select_kinds(int fmt, bool all, bad_kind *out)
 {
-    int n = 0, want = fmt == FMT_JSON ? FL_JSON : FL_AVRO;
+    int n = 0, want = fmt == PS_FORMAT_JSON ? FL_JSON : FL_AVRO;
     for (int k = 0; k < BK_COUNT; k++) {
         if (!all) {
             if (!(bad_kinds[k].flavour & want))
                 continue;
-            if ((bad_kinds[k].flavour & FL_CONFLUENT) && fmt != FMT_CONFLUENT)
+            if ((bad_kinds[k].flavour & FL_CONFLUENT) && fmt != PS_FORMAT_CONFLUENT)
                 continue;
         }
         out[n++] = (bad_kind)k;
@@ -1007,17 +838,8 @@ static int select_kinds(int fmt, bool all, bad_kind *out)
 }
 
 /* ===================================================================
- * Output: Kafka or file
+ * Output: event_writer.h (Kafka or file); the stop flag
  * =================================================================== */
-
-typedef struct gen_out {
-    rd_kafka_t *rk;
-    rd_kafka_topic_t *rkt;
-    FILE *fp;
-    FILE *truth;
-    uint64_t delivered, failed;
-    char first_error[256];
-} gen_out;
 
 static volatile sig_atomic_t gen_stop;
 
@@ -1025,106 +847,6 @@ static void gen_on_signal(int sig)
 {
     (void)sig;
     gen_stop = 1;
-}
-
-static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg,
-                      void *opaque)
-{
-    gen_out *out = opaque;
-    (void)rk;
-    if (msg->err) {
-        if (out->failed++ == 0)
-            snprintf(out->first_error, sizeof(out->first_error), "%s",
-                     rd_kafka_err2str(msg->err));
-    } else {
-        out->delivered++;
-    }
-}
-
-static int out_open_kafka(gen_out *out, const gen_opts *o,
-                          const ps_config_result *res, char *errstr,
-                          size_t errstr_size)
-{
-    static const char *const defaults[][2] = {
-        {"linger.ms", "5"},
-        {"queue.buffering.max.messages", "1000000"},
-        {"queue.buffering.max.kbytes", "1048576"},
-        {"batch.num.messages", "10000"},
-        {"message.timeout.ms", "60000"},
-        {"enable.idempotence", "true"},
-    };
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err;
-    char kerr[512];
-
-    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
-        rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], NULL, 0);
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", o->bootstrap, kerr,
-                          sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-        ps_set_err(errstr, errstr_size, "--bootstrap: %s", kerr);
-        rd_kafka_conf_destroy(conf);
-        return 2;
-    }
-    for (size_t i = 0; i < res->kafka.n; i++) {
-        if (rd_kafka_conf_set(conf, res->kafka.v[i].key,
-                              res->kafka.v[i].value, kerr,
-                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            ps_set_err(errstr, errstr_size, "kafka.%s: %s",
-                       res->kafka.v[i].key, kerr);
-            rd_kafka_conf_destroy(conf);
-            return 2;
-        }
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-    rd_kafka_conf_set_opaque(conf, out);
-    out->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerr, sizeof(kerr));
-    if (out->rk == NULL) {
-        ps_set_err(errstr, errstr_size, "Kafka producer: %s", kerr);
-        rd_kafka_conf_destroy(conf);
-        return 1;
-    }
-    /* conf is now owned by rk */
-    out->rkt = rd_kafka_topic_new(out->rk, o->topic, NULL);
-    if (out->rkt == NULL) {
-        ps_set_err(errstr, errstr_size, "--topic %s: %s", o->topic,
-                   rd_kafka_err2str(rd_kafka_last_error()));
-        return 1;
-    }
-    /* Fail fast on an unreachable cluster instead of timing out every
-     * message. */
-    err = rd_kafka_metadata(out->rk, 0, out->rkt, &md, 10000);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        ps_set_err(errstr, errstr_size,
-                   "cannot reach Kafka at %s (topic %s): %s", o->bootstrap,
-                   o->topic, rd_kafka_err2str(err));
-        return 1;
-    }
-    rd_kafka_metadata_destroy(md);
-    return 0;
-}
-
-/* Send one record (value len bytes) keyed by key. 0 or -1. */
-static int out_send(gen_out *out, const char *key, const char *value,
-                    size_t len, char *errstr, size_t errstr_size)
-{
-    if (out->rk != NULL) {
-        for (;;) {
-            if (rd_kafka_produce(out->rkt, RD_KAFKA_PARTITION_UA,
-                                 RD_KAFKA_MSG_F_COPY, (void *)value, len, key,
-                                 strlen(key), NULL) == 0)
-                break;
-            rd_kafka_resp_err_t err = rd_kafka_last_error();
-            if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-                ps_set_err(errstr, errstr_size, "produce: %s",
-                           rd_kafka_err2str(err));
-                return -1;
-            }
-            rd_kafka_poll(out->rk, 50);
-        }
-        return 0;
-    }
-    return fwrite(value, 1, len, out->fp) == len ? 0 : -1;
 }
 
 /* ===================================================================
@@ -1149,8 +871,9 @@ typedef struct gen_ctx {
     const gen_opts *o;
     const gen_model *m;
     gen_draw *d;
-    gen_enc enc;
-    gen_out out;
+    ps_event_encoder *enc;
+    ps_event_output *out;
+    FILE *truth; /* --truth */
     gen_counts counts;
     int fmt;
     bad_kind kinds[BK_COUNT];
@@ -1159,38 +882,67 @@ typedef struct gen_ctx {
     char payload[16384];
 } gen_ctx;
 
+/* A NUL-terminated string as a ps_str (NULL stays null). */
+static ps_str str_of(const char *s)
+{
+    ps_str r = {s, s ? (uint32_t)strlen(s) : 0};
+    return r;
+}
+
 /* Fill ev (and the string buffers) from a drawn record. */
 static void rec_to_ev(const gen_ctx *g, const gen_rec *rec, uint64_t index,
-                      gen_ev *ev, char *eid, char *cid, char *pid)
+                      ps_event *ev, char *eid, char *cid, char *pid)
 {
     snprintf(eid, 16, "e%012" PRIx64, permute48(index, g->id_key));
     snprintf(cid, 16, "c%06" PRIu32, rec->cust + 1);
     if (rec->product != 0)
         snprintf(pid, 16, "p%04" PRIu32, rec->product);
     memset(ev, 0, sizeof(*ev));
-    ev->event_id = eid;
-    ev->customer_id = cid;
-    ev->type = type_names[rec->type];
-    ev->type_index = rec->type;
-    ev->product_id = rec->product ? pid : NULL;
+    ev->event_id = str_of(eid);
+    ev->customer_id = str_of(cid);
+    ev->type = (ps_event_type)rec->type;
+    ev->product_id = str_of(rec->product ? pid : NULL);
     ev->has_amount = !isnan(rec->amount);
     ev->amount = rec->amount;
     ev->ts = rec->ts;
-    ev->has_signup = rec->signup;
-    ev->signup_ts = g->d->signup_ts[rec->cust];
-    ev->campaign = rec->campaign ? campaign_names[rec->campaign - 1] : NULL;
+    /* signup_ts >= 1 (--start-ms is checked), so 0 means absent */
+    ev->signup_ts = rec->signup ? g->d->signup_ts[rec->cust] : 0;
+    ev->campaign =
+        str_of(rec->campaign ? campaign_names[rec->campaign - 1] : NULL);
 }
 
 /* Encode ev as Avro (framed per format unless forced) or JSON. */
-static long encode_ev(gen_ctx *g, const gen_ev *ev, int fmt)
+static long encode_ev(gen_ctx *g, const ps_event *ev, int fmt)
 {
-    if (fmt == FMT_JSON)
-        return enc_json(ev, g->payload, sizeof(g->payload));
-    long n = enc_avro(&g->enc, ev);
-    if (n < 0)
+    return ps_event_encode(g->enc, ev, fmt, (uint32_t)g->o->schema_id,
+                           g->payload, sizeof(g->payload));
+}
+
+/*
+ * In the JSON object of len bytes in g->payload, replace the value of the
+ * first member key (up to the next ',' or '}') by value.  For the JSON-only
+ * kinds a ps_event cannot hold (a type outside the enum, ts as a string).
+ * Returns the new length or -1.
+ */
+static long json_replace(gen_ctx *g, long len, const char *key,
+                         const char *value)
+{
+    char *p = len < 0 ? NULL : memmem(g->payload, (size_t)len, key,
+                                      strlen(key));
+    char *end, *stop = g->payload + (len < 0 ? 0 : len);
+    size_t vlen = strlen(value), tail;
+
+    if (p == NULL)
         return -1;
-    return frame(g->payload, sizeof(g->payload), fmt == FMT_CONFLUENT,
-                 (uint32_t)g->o->schema_id, g->enc.avro_buf, (size_t)n);
+    p += strlen(key);
+    for (end = p; end < stop && *end != ',' && *end != '}'; end++)
+        ;
+    tail = (size_t)(stop - end);
+    if ((size_t)(p - g->payload) + vlen + tail > sizeof(g->payload))
+        return -1;
+    memmove(p + vlen, end, tail);
+    memcpy(p, value, vlen);
+    return (long)((size_t)(p - g->payload) + vlen + tail);
 }
 
 /*
@@ -1198,19 +950,19 @@ static long encode_ev(gen_ctx *g, const gen_ev *ev, int fmt)
  * it may modify) into g->payload.  Each kind breaks exactly one rule.
  * Returns the length or -1.
  */
-static long encode_bad(gen_ctx *g, bad_kind kind, gen_ev *ev, rng *r)
+static long encode_bad(gen_ctx *g, bad_kind kind, ps_event *ev, rng *r)
 {
     static char long_id[301];
     /* The flavour decides the encoding: the run's own format when the kind
      * fits it, else the kind's natural one. */
     int flav = bad_kinds[kind].flavour;
     int fmt = g->fmt;
-    if (fmt == FMT_JSON && !(flav & FL_JSON))
-        fmt = (flav & FL_CONFLUENT) ? FMT_CONFLUENT : FMT_AVRO;
-    else if (fmt != FMT_JSON && !(flav & FL_AVRO))
-        fmt = FMT_JSON;
+    if (fmt == PS_FORMAT_JSON && !(flav & FL_JSON))
+        fmt = (flav & FL_CONFLUENT) ? PS_FORMAT_CONFLUENT : PS_FORMAT_AVRO;
+    else if (fmt != PS_FORMAT_JSON && !(flav & FL_AVRO))
+        fmt = PS_FORMAT_JSON;
     if (kind == BK_SCHEMA_999)
-        fmt = FMT_CONFLUENT;
+        fmt = PS_FORMAT_CONFLUENT;
 
     switch (kind) {
     case BK_GARBAGE: {
@@ -1227,77 +979,68 @@ static long encode_bad(gen_ctx *g, bad_kind kind, gen_ev *ev, rng *r)
         return (long)len;
     }
     case BK_TRUNC_AVRO: {
-        long n = encode_ev(g, ev, fmt == FMT_CONFLUENT ? FMT_CONFLUENT
-                                                       : FMT_AVRO);
-        long keep = (fmt == FMT_CONFLUENT ? 5 : 0) + 1 + 6;
+        long n = encode_ev(g, ev, fmt == PS_FORMAT_CONFLUENT ? PS_FORMAT_CONFLUENT
+                                                       : PS_FORMAT_AVRO);
+        long keep = (fmt == PS_FORMAT_CONFLUENT ? 5 : 0) + 1 + 6;
         return n < keep ? n : keep; /* cut inside event_id */
     }
     case BK_TRUNC_JSON: {
-        long n = enc_json(ev, g->payload, sizeof(g->payload));
+        long n = encode_ev(g, ev, PS_FORMAT_JSON);
         return n < 0 ? -1 : n / 2;
     }
-    case BK_SCHEMA_999: {
-        long n = enc_avro(&g->enc, ev);
-        if (n < 0)
-            return -1;
-        return frame(g->payload, sizeof(g->payload), true, 999,
-                     g->enc.avro_buf, (size_t)n);
-    }
+    case BK_SCHEMA_999:
+        return ps_event_encode(g->enc, ev, PS_FORMAT_CONFLUENT,
+                               BAD_SCHEMA_ID, g->payload, sizeof(g->payload));
     case BK_NO_CUSTOMER:
-        ev->customer_id = NULL;
+        ev->customer_id = str_of(NULL);
         break;
     case BK_CLICK_NO_PROD:
-        ev->type = "CLICK";
-        ev->type_index = T_CLICK;
-        ev->product_id = NULL;
+        ev->type = PS_CLICK;
+        ev->product_id = str_of(NULL);
         ev->has_amount = false;
         break;
     case BK_SPEND_NO_AMT:
-        ev->type = "SPEND";
-        ev->type_index = T_SPEND;
-        ev->product_id = NULL;
-        ev->campaign = NULL;
+        ev->type = PS_SPEND;
+        ev->product_id = str_of(NULL);
+        ev->campaign = str_of(NULL);
         ev->has_amount = false;
         break;
-    case BK_TS_STRING:
-        ev->ts_as_string = true;
-        break;
-    case BK_TYPE_BROWSE:
-        ev->type = "BROWSE";
-        break;
+    case BK_TS_STRING: /* JSON only */
+        return json_replace(g, encode_ev(g, ev, fmt), ",\"ts\":",
+                            "\"2025-01-01T00:00:00Z\"");
+    case BK_TYPE_BROWSE: /* JSON only */
+        return json_replace(g, encode_ev(g, ev, fmt), ",\"type\":",
+                            "\"BROWSE\"");
     case BK_NEG_AMOUNT:
-        if (ev->product_id == NULL)
-            ev->product_id = "p0001";
-        ev->type = "PURCHASE";
-        ev->type_index = T_PURCHASE;
-        ev->campaign = NULL;
+        if (ev->product_id.ptr == NULL)
+            ev->product_id = str_of("p0001");
+        ev->type = PS_PURCHASE;
+        ev->campaign = str_of(NULL);
         ev->has_amount = true;
         ev->amount = -123.45;
         break;
     case BK_NAN_AMOUNT:
-        if (ev->product_id == NULL)
-            ev->product_id = "p0001";
-        ev->type = "PURCHASE";
-        ev->type_index = T_PURCHASE;
-        ev->campaign = NULL;
+        if (ev->product_id.ptr == NULL)
+            ev->product_id = str_of("p0001");
+        ev->type = PS_PURCHASE;
+        ev->campaign = str_of(NULL);
         ev->has_amount = true;
         ev->amount = NAN;
         break;
     case BK_SPEND_ZERO:
-        ev->type = "SPEND";
-        ev->type_index = T_SPEND;
-        ev->product_id = NULL;
-        ev->campaign = NULL;
+        ev->type = PS_SPEND;
+        ev->product_id = str_of(NULL);
+        ev->campaign = str_of(NULL);
         ev->has_amount = true;
         ev->amount = 0.0;
         break;
     case BK_EMPTY_ID:
-        ev->customer_id = "";
+        ev->customer_id = str_of("");
         break;
     case BK_LONG_ID:
         memset(long_id, 'x', 300);
         long_id[300] = '\0';
-        ev->customer_id = long_id;
+        ev->customer_id = str_of(long_id);
         break;
     case BK_TS_ZERO:
         ev->ts = 0;
@@ -1306,7 +1049,6 @@ static long encode_bad(gen_ctx *g, bad_kind kind, gen_ev *ev, rng *r)
         ev->ts = -1000;
         break;
     case BK_SIGNUP_NEG:
-        ev->has_signup = true;
         ev->signup_ts = -1;
         break;
     default:
@@ -1315,12 +1057,15 @@ static long encode_bad(gen_ctx *g, bad_kind kind, gen_ev *ev, rng *r)
     return encode_ev(g, ev, fmt);
 }
 
-static void write_truth(FILE *fp, const gen_ev *ev, int seg)
+static void write_truth(FILE *fp, const ps_event *ev, int seg)
 {
-    fprintf(fp, "{\"event_id\":\"%s\",\"customer_id\":\"%s\",\"type\":\"%s\"",
-            ev->event_id, ev->customer_id, ev->type);
-    if (ev->product_id)
-        fprintf(fp, ",\"product_id\":\"%s\"", ev->product_id);
+    fprintf(fp,
+            "{\"event_id\":\"%.*s\",\"customer_id\":\"%.*s\",\"type\":\"%s\"",
+            (int)ev->event_id.len, ev->event_id.ptr, (int)ev->customer_id.len,
+            ev->customer_id.ptr, type_names[ev->type]);
+    if (ev->product_id.ptr)
+        fprintf(fp, ",\"product_id\":\"%.*s\"", (int)ev->product_id.len,
+                ev->product_id.ptr);
     else
         fputs(",\"product_id\":null", fp);
     if (ev->has_amount)
@@ -1328,12 +1073,13 @@ static void write_truth(FILE *fp, const gen_ev *ev, int seg)
     else
         fputs(",\"amount\":null", fp);
     fprintf(fp, ",\"ts\":%" PRId64, ev->ts);
-    if (ev->has_signup)
+    if (ev->signup_ts != 0)
         fprintf(fp, ",\"signup_ts\":%" PRId64, ev->signup_ts);
     else
         fputs(",\"signup_ts\":null", fp);
-    if (ev->campaign)
-        fprintf(fp, ",\"campaign\":\"%s\"", ev->campaign);
+    if (ev->campaign.ptr)
+        fprintf(fp, ",\"campaign\":\"%.*s\"", (int)ev->campaign.len,
+                ev->campaign.ptr);
     else
         fputs(",\"campaign\":null", fp);
     fprintf(fp, ",\"segment\":\"%s\"}\n", seg_names[seg]);
@@ -1348,10 +1094,12 @@ static void progress(const gen_ctx *g, uint64_t i, double t0, bool final)
             final ? "done: " : "", i, g->d->n,
             g->d->n ? 100.0 * (double)i / (double)g->d->n : 100.0,
             el > 0 ? (double)i / el : 0.0, g->counts.bad);
-    if (g->out.rk != NULL)
+    if (ps_event_output_is_kafka(g->out)) {
+        const ps_event_output_stats *st = ps_event_output_get_stats(g->out);
         fprintf(stderr, ", delivered %" PRIu64 ", failed %" PRIu64
                         ", queued %d",
-                g->out.delivered, g->out.failed, rd_kafka_outq_len(g->out.rk));
+                st->delivered, st->failed, ps_event_output_queued(g->out));
+    }
     fputc('\n', stderr);
 }
 
@@ -1366,7 +1114,7 @@ static int emit_all(gen_ctx *g, char *errstr, size_t errstr_size)
     for (uint64_t i = 0; i < g->d->n && !gen_stop; i++) {
         const gen_rec *rec = &g->d->recs[i];
         char eid[16], cid[16], pid[16], key[16];
-        gen_ev ev;
+        ps_event ev;
         long len;
 
         rec_to_ev(g, rec, i, &ev, eid, cid, pid);
@@ -1381,35 +1129,21 @@ static int emit_all(gen_ctx *g, char *errstr, size_t errstr_size)
             len = encode_ev(g, &ev, g->fmt);
             g->counts.good++;
             g->counts.by_type[rec->type]++;
-            if (g->out.truth != NULL)
-                write_truth(g->out.truth, &ev, rec->seg);
+            if (g->truth != NULL)
+                write_truth(g->truth, &ev, rec->seg);
         }
         if (len < 0) {
             ps_set_err(errstr, errstr_size, "cannot encode record %" PRIu64,
                        i);
             return -1;
         }
-        if (g->out.fp != NULL && g->fmt != FMT_JSON) {
-            unsigned char hdr[4] = {(unsigned char)(len >> 24),
-                                    (unsigned char)(len >> 16),
-                                    (unsigned char)(len >> 8),
-                                    (unsigned char)len};
-            if (fwrite(hdr, 1, 4, g->out.fp) != 4)
-                goto io_error;
-        }
-        if (out_send(&g->out, key, g->payload, (size_t)len, errstr,
-                     errstr_size) != 0) {
-            if (g->out.fp != NULL)
-                goto io_error;
+        if (ps_event_output_send(g->out, key, strlen(key), g->payload,
+                                 (size_t)len, errstr, errstr_size) != 0)
             return -1;
-        }
-        if (g->out.fp != NULL && g->fmt == FMT_JSON &&
-            fputc('\n', g->out.fp) == EOF)
-            goto io_error;
         g->counts.records++;
 
-        if (g->out.rk != NULL && (i & 1023) == 0)
-            rd_kafka_poll(g->out.rk, 0);
+        if ((i & 1023) == 0)
+            ps_event_output_poll(g->out, 0);
         if (o->rate > 0) {
             double due = t0 + (double)(i + 1) / o->rate, now = now_s();
             if (due - now > 0.001) {
@@ -1417,8 +1151,7 @@ static int emit_all(gen_ctx *g, char *errstr, size_t errstr_size)
                 double wait = due - now;
                 ts.tv_sec = (time_t)wait;
                 ts.tv_nsec = (long)((wait - (double)ts.tv_sec) * 1e9);
-                if (g->out.rk != NULL)
-                    rd_kafka_poll(g->out.rk, 0);
+                ps_event_output_poll(g->out, 0);
                 nanosleep(&ts, NULL);
             }
         }
@@ -1428,24 +1161,17 @@ static int emit_all(gen_ctx *g, char *errstr, size_t errstr_size)
             next_progress += o->progress_s;
         }
     }
-    if (g->out.rk != NULL) {
-        /* Wait for every delivery report (or its timeout). */
-        while (rd_kafka_outq_len(g->out.rk) > 0 && !gen_stop) {
-            rd_kafka_flush(g->out.rk, 1000);
-            if (o->progress_s > 0 && now_s() >= next_progress) {
-                progress(g, g->counts.records, t0, false);
-                next_progress += o->progress_s;
-            }
+    /* Wait for every delivery report (or its timeout). */
+    while (ps_event_output_queued(g->out) > 0 && !gen_stop) {
+        ps_event_output_drain(g->out, 1000);
+        if (o->progress_s > 0 && now_s() >= next_progress) {
+            progress(g, g->counts.records, t0, false);
+            next_progress += o->progress_s;
         }
     }
     if (o->progress_s > 0)
         progress(g, g->counts.records, t0, true);
     return 0;
-
-io_error:
-    ps_set_err(errstr, errstr_size, "--output %s: write failed: %s",
-               o->output, strerror(errno));
-    return -1;
 }
 
 /* ===================================================================
@@ -1507,19 +1233,20 @@ static void print_summary(const gen_ctx *g, double draw_s, double emit_s)
     json_object_set_new(root, "customers", json_integer(o->customers));
     json_object_set_new(root, "products", json_integer(o->products));
     json_object_set_new(root, "seed", json_integer(o->seed));
-    json_object_set_new(root, "format", json_string(format_names[g->fmt]));
+    json_object_set_new(root, "format", json_string(ps_event_format_name(g->fmt)));
     json_object_set_new(root, "output",
                         json_string(o->output ? o->output : o->topic));
     json_object_set_new(root, "start_ms", json_integer(o->start_ms));
     json_object_set_new(root, "horizon_days", json_integer(o->horizon_days));
-    if (g->out.rk != NULL) {
+    if (ps_event_output_is_kafka(g->out)) {
+        const ps_event_output_stats *st = ps_event_output_get_stats(g->out);
         json_t *k = json_object();
         json_object_set_new(k, "bootstrap", json_string(o->bootstrap));
         json_object_set_new(k, "topic", json_string(o->topic));
         json_object_set_new(k, "delivered",
-                            json_integer((json_int_t)g->out.delivered));
+                            json_integer((json_int_t)st->delivered));
         json_object_set_new(k, "failed",
-                            json_integer((json_int_t)g->out.failed));
+                            json_integer((json_int_t)st->failed));
         json_object_set_new(root, "kafka", k);
     }
     json_object_set_new(root, "draw_s", json_real(draw_s));
@@ -1593,7 +1320,7 @@ static void print_summary(const gen_ctx *g, double draw_s, double emit_s)
             "propstream gen: %" PRIu64 " records (%" PRIu64 " good, %" PRIu64
             " bad) for %" PRId64 " customers, seed %" PRId64 ", %s\n",
             g->counts.records, g->counts.good, g->counts.bad, o->customers,
-            o->seed, format_names[g->fmt]);
+            o->seed, ps_event_format_name(g->fmt));
     fprintf(stderr, "  segment  share  customers  spend mean/sd    "
                     "p_wish  p_c   p_w   p_cw  | observed c / w / cw\n");
     for (int s = 0; s < SEG_COUNT; s++) {
@@ -1674,10 +1401,7 @@ int ps_cmd_gen(int argc, char **argv)
         rc = 1;
         goto fail;
     }
-    g->fmt = -1;
-    for (int f = 0; f < 3; f++)
-        if (strcmp(opts.format, format_names[f]) == 0)
-            g->fmt = f;
+    g->fmt = ps_event_format_parse(opts.format);
     if (g->fmt < 0) {
         ps_set_err(errstr, sizeof(errstr),
                    "--format: \"%s\" is not confluent, avro or json",
@@ -1689,7 +1413,7 @@ int ps_cmd_gen(int argc, char **argv)
     g->d = &draw;
     {
         bool all = strcmp(opts.bad_mix, "all") == 0;
-        if (all && g->fmt == FMT_JSON && opts.output != NULL) {
+        if (all && g->fmt == PS_FORMAT_JSON && opts.output != NULL) {
             /* Avro bytes may contain '\n' and would split a JSON line. */
             fprintf(stderr, "propstream gen: --bad-mix all needs Kafka "
                             "output with --format json; using native\n");
@@ -1703,19 +1427,17 @@ int ps_cmd_gen(int argc, char **argv)
     }
 
     rc = 1; /* from here on failures are runtime failures */
-    if (enc_init(&g->enc, errstr, sizeof(errstr)) != 0)
+    g->enc = ps_event_encoder_new(2, errstr, sizeof(errstr));
+    if (g->enc == NULL)
         goto fail;
     if (opts.output != NULL) {
-        g->out.fp = fopen(opts.output, "wb");
-        if (g->out.fp == NULL) {
-            ps_set_err(errstr, sizeof(errstr), "--output %s: %s",
-                       opts.output, strerror(errno));
+        if (ps_event_output_open_file(&g->out, opts.output, g->fmt, errstr,
+                                      sizeof(errstr)) != 0)
             goto fail;
-        }
-        setvbuf(g->out.fp, NULL, _IOFBF, 1 << 20);
     } else {
-        int krc = out_open_kafka(&g->out, &opts, &res, errstr,
-                                 sizeof(errstr));
+        int krc = ps_event_output_open_kafka(&g->out, opts.bootstrap,
+                                             opts.topic, &res.kafka, errstr,
+                                             sizeof(errstr));
         if (krc == 2) {
             rc = 2;
             goto usage;
@@ -1724,13 +1446,13 @@ int ps_cmd_gen(int argc, char **argv)
             goto fail;
     }
     if (opts.truth != NULL) {
-        g->out.truth = fopen(opts.truth, "w");
-        if (g->out.truth == NULL) {
+        g->truth = fopen(opts.truth, "w");
+        if (g->truth == NULL) {
             ps_set_err(errstr, sizeof(errstr), "--truth %s: %s", opts.truth,
                        strerror(errno));
             goto fail;
         }
-        setvbuf(g->out.truth, NULL, _IOFBF, 1 << 20);
+        setvbuf(g->truth, NULL, _IOFBF, 1 << 20);
     }
 
     memset(&sa, 0, sizeof(sa));
@@ -1756,12 +1478,9 @@ int ps_cmd_gen(int argc, char **argv)
         goto fail;
     t_emit = now_s() - t_emit;
 
-    if (g->out.fp != NULL && fflush(g->out.fp) != 0) {
-        ps_set_err(errstr, sizeof(errstr), "--output %s: %s", opts.output,
-                   strerror(errno));
+    if (ps_event_output_sync(g->out, errstr, sizeof(errstr)) != 0)
         goto fail;
-    }
-    if (g->out.truth != NULL && fflush(g->out.truth) != 0) {
+    if (g->truth != NULL && fflush(g->truth) != 0) {
         ps_set_err(errstr, sizeof(errstr), "--truth %s: %s", opts.truth,
                    strerror(errno));
         goto fail;
@@ -1772,13 +1491,15 @@ int ps_cmd_gen(int argc, char **argv)
                    " records", g->counts.records);
         goto fail;
     }
-    if (g->out.rk != NULL &&
-        (g->out.failed > 0 || g->out.delivered != g->counts.records)) {
-        ps_set_err(errstr, sizeof(errstr),
-                   "%" PRIu64 " of %" PRIu64 " records not delivered (%s)",
-                   g->counts.records - g->out.delivered, g->counts.records,
-                   g->out.failed ? g->out.first_error : "no report");
-        goto fail;
+    if (ps_event_output_is_kafka(g->out)) {
+        const ps_event_output_stats *st = ps_event_output_get_stats(g->out);
+        if (st->failed > 0 || st->delivered != g->counts.records) {
+            ps_set_err(errstr, sizeof(errstr),
+                       "%" PRIu64 " of %" PRIu64 " records not delivered (%s)",
+                       g->counts.records - st->delivered, g->counts.records,
+                       st->failed ? st->first_error : "no report");
+            goto fail;
+        }
     }
     rc = 0;
     goto done;
@@ -1793,15 +1514,10 @@ fail:
     rc = 1;
 done:
     if (g != NULL) {
-        if (g->out.rkt != NULL)
-            rd_kafka_topic_destroy(g->out.rkt);
-        if (g->out.rk != NULL)
-            rd_kafka_destroy(g->out.rk);
-        if (g->out.fp != NULL)
-            fclose(g->out.fp);
-        if (g->out.truth != NULL)
-            fclose(g->out.truth);
-        enc_clear(&g->enc);
+        ps_event_output_close(g->out, NULL);
+        if (g->truth != NULL)
+            fclose(g->truth);
+        ps_event_encoder_destroy(g->enc);
         free(g);
     }
     draw_free(&draw);

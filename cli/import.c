@@ -71,14 +71,13 @@
 #include <strings.h>
 #include <time.h>
 
-#include <avro.h>
 #include <jansson.h>
-#include <librdkafka/rdkafka.h>
 
 #include "../common/config.h"
 #include "../common/error.h"
 #include "../common/event.h"
 #include "../consumer/decode.h"
+#include "event_writer.h"
 
 /* ===================================================================
  * Options
@@ -1186,218 +1185,6 @@ static int rec_cmp(const void *a, const void *b)
     return x->order < y->order ? -1 : x->order > y->order;
 }
 
-/* ===================================================================
- * Encoding (as cli/gen.c: one reused Avro value and writer)
- * =================================================================== */
-
-enum { FMT_CONFLUENT, FMT_AVRO, FMT_JSON };
-static const char *const format_names[] = {"confluent", "avro", "json"};
-
-typedef struct imp_enc {
-    avro_schema_t schema;
-    avro_value_iface_t *iface;
-    avro_value_t value;
-    bool have_value;
-    avro_writer_t writer;
-    char avro_buf[8192];
-} imp_enc;
-
-static int enc_init(imp_enc *e, char *errstr, size_t errstr_size)
-{
-    const char *json = ps_event_schema_json();
-    memset(e, 0, sizeof(*e));
-    if (avro_schema_from_json_length(json, strlen(json), &e->schema) != 0) {
-        ps_set_err(errstr, errstr_size, "event schema: %s", avro_strerror());
-        return -1;
-    }
-    e->iface = avro_generic_class_from_schema(e->schema);
-    if (e->iface == NULL ||
-        avro_generic_value_new(e->iface, &e->value) != 0) {
-        ps_set_err(errstr, errstr_size, "avro value: %s", avro_strerror());
-        return -1;
-    }
-    e->have_value = true;
-    e->writer = avro_writer_memory(e->avro_buf, sizeof(e->avro_buf));
-    if (e->writer == NULL) {
-        ps_set_err(errstr, errstr_size, "avro writer: %s", avro_strerror());
-        return -1;
-    }
-    return 0;
-}
-
-static void enc_clear(imp_enc *e)
-{
-    if (e->writer != NULL)
-        avro_writer_free(e->writer);
-    if (e->have_value)
-        avro_value_decref(&e->value);
-    if (e->iface != NULL)
-        avro_value_iface_decref(e->iface);
-    if (e->schema != NULL)
-        avro_schema_decref(e->schema);
-    memset(e, 0, sizeof(*e));
-}
-
-/* An event ready to encode; NULL strings are null. */
-typedef struct imp_ev {
-    const char *event_id, *customer_id, *product_id, *campaign;
-    int type;
-    bool has_amount;
-    double amount;
-    int64_t ts, signup_ts;
-} imp_ev;
-
-static int set_opt_string(avro_value_t *rec, size_t idx, const char *s)
-{
-    avro_value_t field, branch;
-    if (avro_value_get_by_index(rec, idx, &field, NULL) != 0)
-        return -1;
-    if (s == NULL)
-        return avro_value_set_branch(&field, 0, &branch) ||
-               avro_value_set_null(&branch);
-    return avro_value_set_branch(&field, 1, &branch) ||
-           avro_value_set_string(&branch, s);
-}
-
-/* Avro binary of ev into e->avro_buf; its length or -1. */
-static long enc_avro(imp_enc *e, const imp_ev *ev)
-{
-    avro_value_t *rec = &e->value, f, b;
-    int rc = 0;
-
-    rc |= avro_value_get_by_index(rec, 0, &f, NULL) ||
-          avro_value_set_string(&f, ev->event_id);
-    rc |= avro_value_get_by_index(rec, 1, &f, NULL) ||
-          avro_value_set_string(&f, ev->customer_id);
-    rc |= avro_value_get_by_index(rec, 2, &f, NULL) ||
-          avro_value_set_enum(&f, ev->type);
-    rc |= set_opt_string(rec, 3, ev->product_id);
-    rc |= avro_value_get_by_index(rec, 4, &f, NULL);
-    if (ev->has_amount)
-        rc |= avro_value_set_branch(&f, 1, &b) ||
-              avro_value_set_double(&b, ev->amount);
-    else
-        rc |= avro_value_set_branch(&f, 0, &b) || avro_value_set_null(&b);
-    rc |= avro_value_get_by_index(rec, 5, &f, NULL) ||
-          avro_value_set_long(&f, ev->ts);
-    rc |= avro_value_get_by_index(rec, 6, &f, NULL);
-    if (ev->signup_ts > 0)
-        rc |= avro_value_set_branch(&f, 1, &b) ||
-              avro_value_set_long(&b, ev->signup_ts);
-    else
-        rc |= avro_value_set_branch(&f, 0, &b) || avro_value_set_null(&b);
-    rc |= set_opt_string(rec, 7, ev->campaign);
-    if (rc != 0)
-        return -1;
-    avro_writer_reset(e->writer);
-    if (avro_value_write(e->writer, rec) != 0)
-        return -1;
-    return (long)avro_writer_tell(e->writer);
-}
-
-typedef struct jbuf {
-    char *p;
-    size_t n, cap;
-    bool overflow;
-} jbuf;
-
-static void jb_putc(jbuf *b, char c)
-{
-    if (b->n + 1 >= b->cap) {
-        b->overflow = true;
-        return;
-    }
-    b->p[b->n++] = c;
-}
-
-static void jb_puts(jbuf *b, const char *s)
-{
-    while (*s)
-        jb_putc(b, *s++);
-}
-
-/* A JSON string literal (input is valid UTF-8 without controls except
- * tab; escape quote, backslash and controls anyway). */
-static void jb_str(jbuf *b, const char *s)
-{
-    jb_putc(b, '"');
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            jb_putc(b, '\\');
-            jb_putc(b, (char)ch);
-        } else if (ch < 0x20) {
-            char esc[8];
-            snprintf(esc, sizeof(esc), "\\u%04x", ch);
-            jb_puts(b, esc);
-        } else {
-            jb_putc(b, (char)ch);
-        }
-    }
-    jb_putc(b, '"');
-}
-
-/* Shortest %g that reads back as the same double. */
-static void fmt_double(char *out, size_t cap, double v)
-{
-    for (int prec = 6; prec <= 17; prec++) {
-        snprintf(out, cap, "%.*g", prec, v);
-        if (strtod(out, NULL) == v)
-            return;
-    }
-}
-
-static long enc_json(const imp_ev *ev, char *out, size_t cap)
-{
-    jbuf b = {out, 0, cap, false};
-    char num[40];
-    static const char *const types[4] = {"CLICK", "WISHLIST", "PURCHASE",
-                                         "SPEND"};
-
-    jb_puts(&b, "{\"event_id\":");
-    jb_str(&b, ev->event_id);
-    jb_puts(&b, ",\"customer_id\":");
-    jb_str(&b, ev->customer_id);
-    jb_puts(&b, ",\"type\":\"");
-    jb_puts(&b, types[ev->type]);
-    jb_putc(&b, '"');
-    if (ev->product_id != NULL) {
-        jb_puts(&b, ",\"product_id\":");
-        jb_str(&b, ev->product_id);
-    }
-    if (ev->has_amount) {
-        fmt_double(num, sizeof(num), ev->amount);
-        jb_puts(&b, ",\"amount\":");
-        jb_puts(&b, num);
-    }
-    snprintf(num, sizeof(num), "%" PRId64, ev->ts);
-    jb_puts(&b, ",\"ts\":");
-    jb_puts(&b, num);
-    if (ev->signup_ts > 0) {
-        snprintf(num, sizeof(num), "%" PRId64, ev->signup_ts);
-        jb_puts(&b, ",\"signup_ts\":");
-        jb_puts(&b, num);
-    }
-    if (ev->campaign != NULL) {
-        jb_puts(&b, ",\"campaign\":");
-        jb_str(&b, ev->campaign);
-    }
-    jb_putc(&b, '}');
-    return b.overflow ? -1 : (long)b.n;
-}
-
-/* ===================================================================
- * Output: Kafka or file (as cli/gen.c)
- * =================================================================== */
-
-typedef struct imp_out {
-    rd_kafka_t *rk;
-    rd_kafka_topic_t *rkt;
-    FILE *fp;
-    uint64_t delivered, failed;
-    char first_error[256];
-} imp_out;
-
 static volatile sig_atomic_t imp_stop;
 
 static void imp_on_signal(int sig)
@@ -1406,102 +1193,11 @@ static void imp_on_signal(int sig)
     imp_stop = 1;
 }
 
-static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg,
-                      void *opaque)
+/* A NUL-terminated string as a ps_str. */
+static ps_str str_of(const char *s)
 {
-    imp_out *out = opaque;
-    (void)rk;
-    if (msg->err) {
-        if (out->failed++ == 0)
-            snprintf(out->first_error, sizeof(out->first_error), "%s",
-                     rd_kafka_err2str(msg->err));
-    } else {
-        out->delivered++;
-    }
-}
-
-/* 0, 2 (bad configuration) or 1 (cannot connect / create). */
-static int out_open_kafka(imp_out *out, const imp_opts *o,
-                          const ps_config_result *res, char *errstr,
-                          size_t errstr_size)
-{
-    static const char *const defaults[][2] = {
-        {"linger.ms", "5"},
-        {"queue.buffering.max.messages", "1000000"},
-        {"queue.buffering.max.kbytes", "1048576"},
-        {"batch.num.messages", "10000"},
-        {"message.timeout.ms", "60000"},
-        {"enable.idempotence", "true"},
-    };
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err;
-    char kerr[512];
-
-    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++)
-        rd_kafka_conf_set(conf, defaults[i][0], defaults[i][1], NULL, 0);
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", o->bootstrap, kerr,
-                          sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-        ps_set_err(errstr, errstr_size, "--bootstrap: %s", kerr);
-        rd_kafka_conf_destroy(conf);
-        return 2;
-    }
-    for (size_t i = 0; i < res->kafka.n; i++) {
-        if (rd_kafka_conf_set(conf, res->kafka.v[i].key,
-                              res->kafka.v[i].value, kerr,
-                              sizeof(kerr)) != RD_KAFKA_CONF_OK) {
-            ps_set_err(errstr, errstr_size, "kafka.%s: %s",
-                       res->kafka.v[i].key, kerr);
-            rd_kafka_conf_destroy(conf);
-            return 2;
-        }
-    }
-    rd_kafka_conf_set_dr_msg_cb(conf, dr_msg_cb);
-    rd_kafka_conf_set_opaque(conf, out);
-    out->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, kerr, sizeof(kerr));
-    if (out->rk == NULL) {
-        ps_set_err(errstr, errstr_size, "Kafka producer: %s", kerr);
-        rd_kafka_conf_destroy(conf);
-        return 1;
-    }
-    /* conf is now owned by rk */
-    out->rkt = rd_kafka_topic_new(out->rk, o->topic, NULL);
-    if (out->rkt == NULL) {
-        ps_set_err(errstr, errstr_size, "--topic %s: %s", o->topic,
-                   rd_kafka_err2str(rd_kafka_last_error()));
-        return 1;
-    }
-    err = rd_kafka_metadata(out->rk, 0, out->rkt, &md, 10000);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        ps_set_err(errstr, errstr_size,
-                   "cannot reach Kafka at %s (topic %s): %s", o->bootstrap,
-                   o->topic, rd_kafka_err2str(err));
-        return 1;
-    }
-    rd_kafka_metadata_destroy(md);
-    return 0;
-}
-
-static int out_send(imp_out *out, const char *key, const char *value,
-                    size_t len, char *errstr, size_t errstr_size)
-{
-    if (out->rk != NULL) {
-        for (;;) {
-            if (rd_kafka_produce(out->rkt, RD_KAFKA_PARTITION_UA,
-                                 RD_KAFKA_MSG_F_COPY, (void *)value, len, key,
-                                 strlen(key), NULL) == 0)
-                break;
-            rd_kafka_resp_err_t err = rd_kafka_last_error();
-            if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-                ps_set_err(errstr, errstr_size, "produce: %s",
-                           rd_kafka_err2str(err));
-                return -1;
-            }
-            rd_kafka_poll(out->rk, 50);
-        }
-        return 0;
-    }
-    return fwrite(value, 1, len, out->fp) == len ? 0 : -1;
+    ps_str r = {s, (uint32_t)strlen(s)};
+    return r;
 }
 
 static double now_s(void)
@@ -1521,8 +1217,9 @@ static void base_prefix(const char *path, char *out, size_t cap)
 }
 
 /* Produce every record in order.  0 or -1 with errstr. */
-static int emit_all(imp_ctx *c, imp_enc *enc, imp_out *out, int fmt,
-                    uint64_t *emitted, char *errstr, size_t errstr_size)
+static int emit_all(imp_ctx *c, ps_event_encoder *enc, ps_event_output *out,
+                    int fmt, uint64_t *emitted, char *errstr,
+                    size_t errstr_size)
 {
     static char payload[16384];
     char (*prefix)[256] = calloc(c->nfiles ? c->nfiles : 1, sizeof(*prefix));
@@ -1541,81 +1238,48 @@ static int emit_all(imp_ctx *c, imp_enc *enc, imp_out *out, int fmt,
     for (size_t i = 0; i < c->n && !imp_stop; i++) {
         const imp_rec *rec = &c->recs[i];
         char eid[300];
-        imp_ev ev;
+        ps_event ev;
         long len;
 
+        memset(&ev, 0, sizeof(ev));
         if (rec->eid != NONE) {
-            ev.event_id = strtab_get(&c->eids, rec->eid);
+            ev.event_id = str_of(strtab_get(&c->eids, rec->eid));
         } else {
             snprintf(eid, sizeof(eid), "%s:%" PRIu64,
                      prefix[rec->order >> 40],
                      (uint64_t)(rec->order & ((1ULL << 40) - 1)));
-            ev.event_id = eid;
+            ev.event_id = str_of(eid);
         }
-        ev.customer_id = strtab_get(&c->cust, rec->cust);
-        ev.product_id =
-            rec->prod != NONE ? strtab_get(&c->prod, rec->prod) : NULL;
-        ev.campaign =
-            rec->campaign != NONE ? strtab_get(&c->camp, rec->campaign) : NULL;
-        ev.type = rec->type;
+        ev.customer_id = str_of(strtab_get(&c->cust, rec->cust));
+        if (rec->prod != NONE)
+            ev.product_id = str_of(strtab_get(&c->prod, rec->prod));
+        if (rec->campaign != NONE)
+            ev.campaign = str_of(strtab_get(&c->camp, rec->campaign));
+        ev.type = (ps_event_type)rec->type;
         ev.has_amount = !isnan(rec->amount);
         ev.amount = rec->amount;
         ev.ts = rec->ts;
         ev.signup_ts = rec->signup_ts;
 
-        if (fmt == FMT_JSON) {
-            len = enc_json(&ev, payload, sizeof(payload));
-        } else {
-            long n = enc_avro(enc, &ev);
-            size_t h = fmt == FMT_CONFLUENT ? 5 : 0;
-            len = n;
-            if (n >= 0 && (size_t)n + h <= sizeof(payload)) {
-                uint32_t id = (uint32_t)c->o->schema_id;
-                if (h) {
-                    payload[0] = 0;
-                    payload[1] = (char)(id >> 24);
-                    payload[2] = (char)(id >> 16);
-                    payload[3] = (char)(id >> 8);
-                    payload[4] = (char)id;
-                }
-                memcpy(payload + h, enc->avro_buf, (size_t)n);
-                len = n + (long)h;
-            }
-        }
+        len = ps_event_encode(enc, &ev, fmt, (uint32_t)c->o->schema_id,
+                              payload, sizeof(payload));
         if (len < 0) {
             ps_set_err(errstr, errstr_size, "cannot encode the event of "
                        "line %" PRIu64, (uint64_t)(rec->order & ((1ULL << 40) - 1)));
             goto done;
         }
-        if (out->fp != NULL && fmt != FMT_JSON) {
-            unsigned char hdr[4] = {(unsigned char)(len >> 24),
-                                    (unsigned char)(len >> 16),
-                                    (unsigned char)(len >> 8),
-                                    (unsigned char)len};
-            if (fwrite(hdr, 1, 4, out->fp) != 4)
-                goto io_error;
-        }
-        if (out_send(out, ev.customer_id, payload, (size_t)len, errstr,
-                     errstr_size) != 0) {
-            if (out->fp != NULL)
-                goto io_error;
+        if (ps_event_output_send(out, ev.customer_id.ptr, ev.customer_id.len,
+                                 payload, (size_t)len, errstr,
+                                 errstr_size) != 0)
             goto done;
-        }
-        if (out->fp != NULL && fmt == FMT_JSON && fputc('\n', out->fp) == EOF)
-            goto io_error;
         (*emitted)++;
-        if (out->rk != NULL && (i & 1023) == 0)
-            rd_kafka_poll(out->rk, 0);
+        if ((i & 1023) == 0)
+            ps_event_output_poll(out, 0);
     }
-    if (out->rk != NULL)
-        while (rd_kafka_outq_len(out->rk) > 0 && !imp_stop)
-            rd_kafka_flush(out->rk, 1000);
+    while (ps_event_output_queued(out) > 0 && !imp_stop)
+        ps_event_output_drain(out, 1000);
     rc = 0;
-    goto done;
 
-io_error:
-    ps_set_err(errstr, errstr_size, "--output %s: write failed: %s",
-               c->o->output, strerror(errno));
 done:
     free(prefix);
     return rc;
@@ -1654,8 +1318,9 @@ static uint32_t count_used(const strtab *t)
  * format, output, files, kafka{delivered, failed} (Kafka only), read_s,
  * elapsed_s, rows_per_s.
  */
-static void print_summary(const imp_ctx *c, const imp_out *out, int fmt,
-                          uint64_t emitted, double read_s, double total_s)
+static void print_summary(const imp_ctx *c, const ps_event_output *out,
+                          int fmt, uint64_t emitted, double read_s,
+                          double total_s)
 {
     json_t *root = json_object(), *sk = json_object(), *types = json_object(),
            *files = json_array();
@@ -1692,7 +1357,7 @@ static void print_summary(const imp_ctx *c, const imp_out *out, int fmt,
                              : json_null());
     json_object_set_new(root, "amount_sum", json_real(c->amount_sum));
     json_object_set_new(root, "format_in", json_string(in_names[c->in_fmt]));
-    json_object_set_new(root, "format", json_string(format_names[fmt]));
+    json_object_set_new(root, "format", json_string(ps_event_format_name(fmt)));
     json_object_set_new(root, "output", json_string(c->o->output
                                                         ? c->o->output
                                                         : c->o->topic));
@@ -1700,13 +1365,14 @@ static void print_summary(const imp_ctx *c, const imp_out *out, int fmt,
         json_array_append_new(files, json_string(c->files[f]));
     json_object_set_new(root, "files", files);
     json_object_set_new(root, "emitted", json_integer((json_int_t)emitted));
-    if (out->rk != NULL) {
+    if (ps_event_output_is_kafka(out)) {
+        const ps_event_output_stats *st = ps_event_output_get_stats(out);
         json_t *k = json_object();
         json_object_set_new(k, "bootstrap", json_string(c->o->bootstrap));
         json_object_set_new(k, "topic", json_string(c->o->topic));
         json_object_set_new(k, "delivered",
-                            json_integer((json_int_t)out->delivered));
-        json_object_set_new(k, "failed", json_integer((json_int_t)out->failed));
+                            json_integer((json_int_t)st->delivered));
+        json_object_set_new(k, "failed", json_integer((json_int_t)st->failed));
         json_object_set_new(root, "kafka", k);
     }
     json_object_set_new(root, "read_s", json_real(read_s));
@@ -1822,8 +1488,8 @@ int ps_cmd_import(int argc, char **argv)
     imp_opts opts;
     ps_config_result res;
     imp_ctx ctx;
-    imp_enc enc;
-    imp_out out;
+    ps_event_encoder *enc = NULL;
+    ps_event_output *out = NULL;
     char errstr[512];
     struct sigaction sa;
     int rc = 2, fmt = -1;
@@ -1833,8 +1499,6 @@ int ps_cmd_import(int argc, char **argv)
     memset(&opts, 0, sizeof(opts));
     memset(&res, 0, sizeof(res));
     memset(&ctx, 0, sizeof(ctx));
-    memset(&enc, 0, sizeof(enc));
-    memset(&out, 0, sizeof(out));
     errstr[0] = '\0';
 
     {
@@ -1858,9 +1522,7 @@ int ps_cmd_import(int argc, char **argv)
                    "--output (-o)");
         goto usage;
     }
-    for (int f = 0; f < 3; f++)
-        if (strcmp(opts.format, format_names[f]) == 0)
-            fmt = f;
+    fmt = ps_event_format_parse(opts.format);
     if (fmt < 0) {
         ps_set_err(errstr, sizeof(errstr),
                    "--format: \"%s\" is not confluent, avro or json",
@@ -1913,18 +1575,17 @@ int ps_cmd_import(int argc, char **argv)
         qsort(ctx.recs, ctx.n, sizeof(imp_rec), rec_cmp);
     t_read = now_s() - t0;
 
-    if (enc_init(&enc, errstr, sizeof(errstr)) != 0)
+    enc = ps_event_encoder_new(-1, errstr, sizeof(errstr));
+    if (enc == NULL)
         goto fail;
     if (opts.output != NULL) {
-        out.fp = fopen(opts.output, "wb");
-        if (out.fp == NULL) {
-            ps_set_err(errstr, sizeof(errstr), "--output %s: %s",
-                       opts.output, strerror(errno));
+        if (ps_event_output_open_file(&out, opts.output, fmt, errstr,
+                                      sizeof(errstr)) != 0)
             goto fail;
-        }
-        setvbuf(out.fp, NULL, _IOFBF, 1 << 20);
     } else {
-        int krc = out_open_kafka(&out, &opts, &res, errstr, sizeof(errstr));
+        int krc = ps_event_output_open_kafka(&out, opts.bootstrap,
+                                             opts.topic, &res.kafka, errstr,
+                                             sizeof(errstr));
         if (krc == 2)
             goto usage;
         if (krc != 0)
@@ -1936,29 +1597,28 @@ int ps_cmd_import(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    if (emit_all(&ctx, &enc, &out, fmt, &emitted, errstr, sizeof(errstr)) !=
+    if (emit_all(&ctx, enc, out, fmt, &emitted, errstr, sizeof(errstr)) !=
         0) {
-        print_summary(&ctx, &out, fmt, emitted, t_read, now_s() - t0);
+        print_summary(&ctx, out, fmt, emitted, t_read, now_s() - t0);
         goto fail;
     }
-    if (out.fp != NULL && fflush(out.fp) != 0) {
-        ps_set_err(errstr, sizeof(errstr), "--output %s: %s", opts.output,
-                   strerror(errno));
+    if (ps_event_output_sync(out, errstr, sizeof(errstr)) != 0)
         goto fail;
-    }
-    print_summary(&ctx, &out, fmt, emitted, t_read, now_s() - t0);
+    print_summary(&ctx, out, fmt, emitted, t_read, now_s() - t0);
     if (imp_stop) {
         ps_set_err(errstr, sizeof(errstr),
                    "interrupted after %" PRIu64 " events", emitted);
         goto fail;
     }
-    if (out.rk != NULL &&
-        (out.failed > 0 || out.delivered != ctx.events)) {
-        ps_set_err(errstr, sizeof(errstr),
-                   "%" PRIu64 " of %" PRIu64 " events not delivered (%s)",
-                   ctx.events - out.delivered, ctx.events,
-                   out.failed ? out.first_error : "no report");
-        goto fail;
+    if (ps_event_output_is_kafka(out)) {
+        const ps_event_output_stats *st = ps_event_output_get_stats(out);
+        if (st->failed > 0 || st->delivered != ctx.events) {
+            ps_set_err(errstr, sizeof(errstr),
+                       "%" PRIu64 " of %" PRIu64 " events not delivered (%s)",
+                       ctx.events - st->delivered, ctx.events,
+                       st->failed ? st->first_error : "no report");
+            goto fail;
+        }
     }
     rc = 0;
     goto done;
@@ -1972,13 +1632,8 @@ fail:
     fprintf(stderr, "propstream import: %s\n", errstr);
     rc = 1;
 done:
-    if (out.rkt != NULL)
-        rd_kafka_topic_destroy(out.rkt);
-    if (out.rk != NULL)
-        rd_kafka_destroy(out.rk);
-    if (out.fp != NULL)
-        fclose(out.fp);
-    enc_clear(&enc);
+    ps_event_output_close(out, NULL);
+    ps_event_encoder_destroy(enc);
     free(ctx.recs);
     strtab_free(&ctx.cust);
     strtab_free(&ctx.prod);
