@@ -566,64 +566,21 @@ int ps_redis_sink_exec(ps_redis_sink *s, const ps_batch *batch)
  * Reads
  * ------------------------------------------------------------------------ */
 
-static int get_window(ps_redis_sink *s, size_t base, size_t m,
-                      const char **keys, const size_t *keylens,
-                      ps_redis_value_cb cb, void *opaque)
+/* Every read call: connect if needed, block SIGPIPE; at the end unblock,
+ * and on failure drop the connection and count it. */
+static int call_begin(ps_redis_sink *s, sigpipe_guard *g)
 {
-    for (size_t k = 0; k < m; k++) {
-        const char *argv[2] = {"GET", keys[base + k]};
-        size_t lens[2] = {3, keylens ? keylens[base + k]
-                                     : strlen(keys[base + k])};
-        if (redisAppendCommandArgv(s->c, 2, argv, lens) != REDIS_OK) {
-            set_io_err(s, "append");
-            return PS_ERR_IO;
-        }
-    }
-    for (size_t k = 0; k < m; k++) {
-        redisReply *r = read_reply(s, "GET");
-        if (r == NULL)
-            return PS_ERR_IO;
-        int rc = PS_OK;
-        if (r->type == REDIS_REPLY_STRING) {
-            cb(opaque, base + k, r->str, r->len);
-        } else if (r->type == REDIS_REPLY_NIL) {
-            cb(opaque, base + k, NULL, 0);
-        } else if (r->type == REDIS_REPLY_ERROR) {
-            set_err(s, "redis %s:%d: GET of key %zu failed: %s", s->host,
-                    s->port, base + k, r->str);
-            rc = PS_ERR_IO;
-        } else {
-            set_err(s, "redis %s:%d: GET of key %zu returned %s", s->host,
-                    s->port, base + k, reply_type_name(r->type));
-            rc = PS_ERR_IO;
-        }
-        freeReplyObject(r);
-        if (rc != PS_OK)
-            return rc;
-    }
-    return PS_OK;
-}
-
-/* keylens may be NULL for NUL-terminated keys.  On failure cb may already
- * have been called for a prefix of the keys. */
-int ps_redis_sink_get_many(ps_redis_sink *s, size_t n, const char **keys,
-                           const size_t *keylens, ps_redis_value_cb cb,
-                           void *opaque)
-{
-    if (n == 0)
-        return PS_OK;
     if (ensure_connected(s) != PS_OK) {
         s->stats.failures++;
         return PS_ERR_IO;
     }
-    sigpipe_guard g;
-    sigpipe_block(&g);
-    int rc = PS_OK;
-    for (size_t base = 0; base < n && rc == PS_OK; base += GET_WINDOW) {
-        size_t m = n - base < GET_WINDOW ? n - base : GET_WINDOW;
-        rc = get_window(s, base, m, keys, keylens, cb, opaque);
-    }
-    sigpipe_unblock(&g);
+    sigpipe_block(g);
+    return PS_OK;
+}
+
+static int call_end(ps_redis_sink *s, sigpipe_guard *g, int rc)
+{
+    sigpipe_unblock(g);
     if (rc != PS_OK) {
         drop(s);
         s->stats.failures++;
@@ -632,49 +589,103 @@ int ps_redis_sink_get_many(ps_redis_sink *s, size_t n, const char **keys,
     return PS_OK;
 }
 
-/* One window of pipelined HGETALLs; cb(i, field, value) per field. */
-static int hgetall_window(ps_redis_sink *s, size_t base, size_t m,
-                          const char **keys, const size_t *keylens,
-                          ps_redis_hash_cb cb, void *opaque)
+/* Handles the (non-error) reply to key i; PS_OK or PS_ERR_IO with errstr. */
+typedef int (*reply_fn)(ps_redis_sink *s, const char *cmd, size_t i,
+                        const redisReply *r, void *ctx);
+
+/* `cmd key` for n keys, pipelined GET_WINDOW at a time (keylens may be
+ * NULL for NUL-terminated keys).  On failure fn may already have run for
+ * a prefix of the keys. */
+static int read_many(ps_redis_sink *s, const char *cmd, size_t n,
+                     const char **keys, const size_t *keylens, reply_fn fn,
+                     void *ctx)
 {
-    for (size_t k = 0; k < m; k++) {
-        const char *argv[2] = {"HGETALL", keys[base + k]};
-        size_t lens[2] = {7, keylens ? keylens[base + k]
-                                     : strlen(keys[base + k])};
-        if (redisAppendCommandArgv(s->c, 2, argv, lens) != REDIS_OK) {
-            set_io_err(s, "append");
-            return PS_ERR_IO;
-        }
-    }
-    for (size_t k = 0; k < m; k++) {
-        redisReply *r = read_reply(s, "HGETALL");
-        int rc = PS_OK;
-        if (r == NULL)
-            return PS_ERR_IO;
-        if (r->type == REDIS_REPLY_ERROR) {
-            set_err(s, "redis %s:%d: HGETALL failed: %s", s->host, s->port,
-                    r->str);
-            rc = PS_ERR_IO;
-        } else if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0) {
-            set_err(s, "redis %s:%d: HGETALL returned %s", s->host, s->port,
-                    reply_type_name(r->type));
-            rc = PS_ERR_IO;
-        } else {
-            for (size_t i = 0; i + 1 < r->elements; i += 2) {
-                const redisReply *f = r->element[i], *v = r->element[i + 1];
-                if (f->type != REDIS_REPLY_STRING ||
-                    v->type != REDIS_REPLY_STRING) {
-                    set_err(s, "redis %s:%d: HGETALL returned a non-string",
-                            s->host, s->port);
-                    rc = PS_ERR_IO;
-                    break;
-                }
-                cb(opaque, base + k, f->str, f->len, v->str, v->len);
+    sigpipe_guard g;
+    int rc;
+
+    if (n == 0)
+        return PS_OK;
+    if ((rc = call_begin(s, &g)) != PS_OK)
+        return rc;
+    for (size_t base = 0; base < n && rc == PS_OK; base += GET_WINDOW) {
+        size_t m = n - base < GET_WINDOW ? n - base : GET_WINDOW;
+        for (size_t k = 0; k < m && rc == PS_OK; k++) {
+            const char *argv[2] = {cmd, keys[base + k]};
+            size_t lens[2] = {strlen(cmd), keylens ? keylens[base + k]
+                                                   : strlen(keys[base + k])};
+            if (redisAppendCommandArgv(s->c, 2, argv, lens) != REDIS_OK) {
+                set_io_err(s, "append");
+                rc = PS_ERR_IO;
             }
         }
-        freeReplyObject(r);
-        if (rc != PS_OK)
-            return rc;
+        for (size_t k = 0; k < m && rc == PS_OK; k++) {
+            redisReply *r = read_reply(s, cmd);
+            if (r == NULL) {
+                rc = PS_ERR_IO;
+                break;
+            }
+            if (r->type == REDIS_REPLY_ERROR) {
+                set_err(s, "redis %s:%d: %s of key %zu failed: %s", s->host,
+                        s->port, cmd, base + k, r->str);
+                rc = PS_ERR_IO;
+            } else {
+                rc = fn(s, cmd, base + k, r, ctx);
+            }
+            freeReplyObject(r);
+        }
+    }
+    return call_end(s, &g, rc);
+}
+
+static int unexpected(ps_redis_sink *s, const char *cmd, const redisReply *r)
+{
+    set_err(s, "redis %s:%d: %s returned %s", s->host, s->port, cmd,
+            reply_type_name(r->type));
+    return PS_ERR_IO;
+}
+
+struct value_ctx {
+    ps_redis_value_cb cb;
+    void *opaque;
+};
+
+static int on_value(ps_redis_sink *s, const char *cmd, size_t i,
+                    const redisReply *r, void *ctx)
+{
+    struct value_ctx *v = ctx;
+    if (r->type == REDIS_REPLY_STRING)
+        v->cb(v->opaque, i, r->str, r->len);
+    else if (r->type == REDIS_REPLY_NIL)
+        v->cb(v->opaque, i, NULL, 0);
+    else
+        return unexpected(s, cmd, r);
+    return PS_OK;
+}
+
+int ps_redis_sink_get_many(ps_redis_sink *s, size_t n, const char **keys,
+                           const size_t *keylens, ps_redis_value_cb cb,
+                           void *opaque)
+{
+    struct value_ctx v = {cb, opaque};
+    return read_many(s, "GET", n, keys, keylens, on_value, &v);
+}
+
+struct hash_ctx {
+    ps_redis_hash_cb cb;
+    void *opaque;
+};
+
+static int on_hash(ps_redis_sink *s, const char *cmd, size_t i,
+                   const redisReply *r, void *ctx)
+{
+    struct hash_ctx *h = ctx;
+    if (r->type != REDIS_REPLY_ARRAY || r->elements % 2 != 0)
+        return unexpected(s, cmd, r);
+    for (size_t k = 0; k + 1 < r->elements; k += 2) {
+        const redisReply *f = r->element[k], *v = r->element[k + 1];
+        if (f->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
+            return unexpected(s, cmd, f->type != REDIS_REPLY_STRING ? f : v);
+        h->cb(h->opaque, i, f->str, f->len, v->str, v->len);
     }
     return PS_OK;
 }
@@ -683,26 +694,8 @@ int ps_redis_sink_hgetall_many(ps_redis_sink *s, size_t n, const char **keys,
                                const size_t *keylens, ps_redis_hash_cb cb,
                                void *opaque)
 {
-    if (n == 0)
-        return PS_OK;
-    if (ensure_connected(s) != PS_OK) {
-        s->stats.failures++;
-        return PS_ERR_IO;
-    }
-    sigpipe_guard g;
-    sigpipe_block(&g);
-    int rc = PS_OK;
-    for (size_t base = 0; base < n && rc == PS_OK; base += GET_WINDOW) {
-        size_t m = n - base < GET_WINDOW ? n - base : GET_WINDOW;
-        rc = hgetall_window(s, base, m, keys, keylens, cb, opaque);
-    }
-    sigpipe_unblock(&g);
-    if (rc != PS_OK) {
-        drop(s);
-        s->stats.failures++;
-        return PS_ERR_IO;
-    }
-    return PS_OK;
+    struct hash_ctx h = {cb, opaque};
+    return read_many(s, "HGETALL", n, keys, keylens, on_hash, &h);
 }
 
 int ps_redis_sink_zrange_below(ps_redis_sink *s, const char *key,
@@ -715,24 +708,23 @@ int ps_redis_sink_zrange_below(ps_redis_sink *s, const char *key,
     const char *argv[7] = {"ZRANGEBYSCORE", key, "-inf", max, "LIMIT", "0",
                            lim};
     size_t lens[7] = {13, keylen, 4, strlen(max), 5, 1, strlen(lim)};
-
-    if (ensure_connected(s) != PS_OK) {
-        s->stats.failures++;
-        return PS_ERR_IO;
-    }
     sigpipe_guard g;
-    sigpipe_block(&g);
-    int rc = PS_OK;
     redisReply *r = NULL;
+    int rc = call_begin(s, &g);
+
+    if (rc != PS_OK)
+        return rc;
     if (redisAppendCommandArgv(s->c, 7, argv, lens) != REDIS_OK) {
         set_io_err(s, "append");
         rc = PS_ERR_IO;
-    } else if ((r = read_reply(s, "ZRANGEBYSCORE")) == NULL) {
+    } else if ((r = read_reply(s, argv[0])) == NULL) {
         rc = PS_ERR_IO;
     } else if (r->type != REDIS_REPLY_ARRAY) {
-        set_err(s, "redis %s:%d: ZRANGEBYSCORE returned %s", s->host,
-                s->port, reply_type_name(r->type));
-        rc = PS_ERR_IO;
+        rc = r->type == REDIS_REPLY_ERROR
+                 ? (set_err(s, "redis %s:%d: %s failed: %s", s->host, s->port,
+                            argv[0], r->str),
+                    PS_ERR_IO)
+                 : unexpected(s, argv[0], r);
     } else {
         for (size_t i = 0; i < r->elements; i++)
             if (r->element[i]->type == REDIS_REPLY_STRING)
@@ -740,13 +732,7 @@ int ps_redis_sink_zrange_below(ps_redis_sink *s, const char *key,
     }
     if (r != NULL)
         freeReplyObject(r);
-    sigpipe_unblock(&g);
-    if (rc != PS_OK) {
-        drop(s);
-        s->stats.failures++;
-        return PS_ERR_IO;
-    }
-    return PS_OK;
+    return call_end(s, &g, rc);
 }
 
 struct one_hash {
