@@ -67,6 +67,7 @@
 
 #include "aggregate.h"
 #include "beta.h"
+#include "kmeans.h"
 #include "pipeline.h"
 #include "segments.h"
 #include "../common/error.h"
@@ -169,6 +170,7 @@ typedef struct funnels {
     size_t heaps_n;
     fheap unknown;                         /* reloaded funnels */
 
+    ps_entity *segments[PS_KMEANS_MAX_K]; /* segment entities, by id */
     ps_batch *triggers; /* pending XADDs, cleared when flushed */
     ps_wbuf scratch;
 } funnels;
@@ -207,12 +209,15 @@ static funnel *F(funnels *f, uint32_t ix1) { return &f->pool[ix1 - 1]; }
 static ps_entity *segment_of(funnels *f, const ps_entity *cust)
 {
     int seg = ps_segments_of(f->pipe, cust);
-    if (seg < 0)
+    if (seg < 0 || seg >= PS_KMEANS_MAX_K)
         return NULL;
-    char id[16];
-    snprintf(id, sizeof(id), "%d", seg);
-    return ps_pipeline_entity(f->pipe, PS_KIND_SEGMENT,
-                              (ps_str){id, (uint32_t)strlen(id)});
+    if (f->segments[seg] == NULL) { /* entities live as long as the pipe */
+        char id[16];
+        snprintf(id, sizeof(id), "%d", seg);
+        f->segments[seg] = ps_pipeline_entity(
+            f->pipe, PS_KIND_SEGMENT, (ps_str){id, (uint32_t)strlen(id)});
+    }
+    return f->segments[seg];
 }
 
 /* Rate of path x (-1: all paths) at the customer's segment when that has

@@ -572,6 +572,22 @@ int ps_pipeline_advance(ps_pipeline *p, int64_t now_ms)
 int ps_pipeline_apply(ps_pipeline *p, const ps_event *ev, ps_customer *cust,
                       bool *late)
 {
+    ps_entity *product = NULL, *campaign = NULL;
+    if (ev->product_id.ptr != NULL &&
+        (product = ps_pipeline_entity(p, PS_KIND_PRODUCT, ev->product_id)) ==
+            NULL)
+        return PS_ERR_NOMEM;
+    if (ev->campaign.ptr != NULL &&
+        (campaign = ps_pipeline_entity(p, PS_KIND_CAMPAIGN, ev->campaign)) ==
+            NULL)
+        return PS_ERR_NOMEM;
+    return ps_pipeline_apply_to(p, ev, cust, product, campaign, late);
+}
+
+int ps_pipeline_apply_to(ps_pipeline *p, const ps_event *ev,
+                         ps_customer *cust, ps_entity *product,
+                         ps_entity *campaign, bool *late)
+{
     part_clock *clk = clock_of(p, ev->part);
     ps_apply_ctx ctx = {0};
 
@@ -582,16 +598,8 @@ int ps_pipeline_apply(ps_pipeline *p, const ps_event *ev, ps_customer *cust,
      * never by the global one it would follow if it were idle */
     clk->seen = true;
     clk->last_ms = p->now_ms;
-    if (ev->product_id.ptr != NULL) {
-        ctx.product = ps_pipeline_entity(p, PS_KIND_PRODUCT, ev->product_id);
-        if (ctx.product == NULL)
-            return PS_ERR_NOMEM;
-    }
-    if (ev->campaign.ptr != NULL) {
-        ctx.campaign = ps_pipeline_entity(p, PS_KIND_CAMPAIGN, ev->campaign);
-        if (ctx.campaign == NULL)
-            return PS_ERR_NOMEM;
-    }
+    ctx.product = product;
+    ctx.campaign = campaign;
     ctx.cust = cust;
     for (size_t i = 0; i < ps_aggregates_count; i++) {
         const ps_aggregate_ops *ops = ps_aggregates[i];

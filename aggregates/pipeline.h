@@ -81,6 +81,11 @@ void ps_pipeline_loaded(ps_pipeline *p, ps_entity *e);
  */
 int ps_pipeline_apply(ps_pipeline *p, const ps_event *ev, ps_customer *cust,
                       bool *late);
+/* The same with the event's product and campaign entities already looked
+ * up (from ps_pipeline_entity; NULL when the event has none). */
+int ps_pipeline_apply_to(ps_pipeline *p, const ps_event *ev,
+                         ps_customer *cust, ps_entity *product,
+                         ps_entity *campaign, bool *late);
 
 /* The clock.  A partition's watermark is the largest ts seen on it minus
  * the allowed lateness.  A partition without events for idle_partition_ms

@@ -204,7 +204,8 @@ typedef struct run_ctx {
 
     /* the round's decoded events; strings live in arena */
     ps_event *evs;
-    ps_customer **ev_cust; /* each event's customer, once looked up */
+    ps_customer **ev_cust; /* each event's entities, looked up once */
+    ps_entity **ev_prod, **ev_camp;
     size_t ev_n, ev_cap;
     char *arena;
     size_t arena_len, arena_cap;
@@ -612,11 +613,14 @@ static int register_shared(run_ctx *c)
 {
     for (size_t i = 0; i < c->ev_n; i++) {
         const ps_event *ev = &c->evs[i];
+        c->ev_prod[i] = c->ev_camp[i] = NULL;
         if (ev->product_id.ptr != NULL &&
-            ps_pipeline_entity(c->pipe, PS_KIND_PRODUCT, ev->product_id) == NULL)
+            (c->ev_prod[i] = ps_pipeline_entity(c->pipe, PS_KIND_PRODUCT,
+                                                ev->product_id)) == NULL)
             return PS_ERR_NOMEM;
         if (ev->campaign.ptr != NULL &&
-            ps_pipeline_entity(c->pipe, PS_KIND_CAMPAIGN, ev->campaign) == NULL)
+            (c->ev_camp[i] = ps_pipeline_entity(c->pipe, PS_KIND_CAMPAIGN,
+                                                ev->campaign)) == NULL)
             return PS_ERR_NOMEM;
     }
     return PS_OK;
@@ -634,7 +638,8 @@ static int process_round(run_ctx *c)
             return rc;
         for (size_t i = 0; i < c->ev_n; i++) {
             bool late = false;
-            rc = ps_pipeline_apply(c->pipe, &c->evs[i], c->ev_cust[i], &late);
+            rc = ps_pipeline_apply_to(c->pipe, &c->evs[i], c->ev_cust[i],
+                                      c->ev_prod[i], c->ev_camp[i], &late);
             if (rc == PS_AGG_DROP) {
                 c->total.dup++;
                 c->delta.dup++;
@@ -1206,6 +1211,8 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     c->dlq = ps_batch_new(c->o->prefix);
     c->evs = calloc(bm, sizeof(*c->evs));
     c->ev_cust = calloc(bm, sizeof(*c->ev_cust));
+    c->ev_prod = calloc(bm, sizeof(*c->ev_prod));
+    c->ev_camp = calloc(bm, sizeof(*c->ev_camp));
     c->arena_cap = bm * 4 * PS_ID_MAX;
     c->arena = malloc(c->arena_cap);
     c->miss_set_cap = 16;
@@ -1219,7 +1226,8 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     c->due_buf = malloc(c->due_cap * PS_ID_MAX);
     c->due_len = calloc(c->due_cap, sizeof(*c->due_len));
     if (c->pipe == NULL || c->out == NULL || c->dlq == NULL ||
-        c->evs == NULL || c->ev_cust == NULL || c->arena == NULL || c->miss_set == NULL ||
+        c->evs == NULL || c->ev_cust == NULL || c->ev_prod == NULL ||
+        c->ev_camp == NULL || c->arena == NULL || c->miss_set == NULL ||
         c->miss == NULL || c->keys == NULL || c->keylens == NULL ||
         c->due_buf == NULL || c->due_len == NULL) {
         if (c->pipe != NULL)
@@ -1306,6 +1314,8 @@ static void teardown(run_ctx *c)
     ps_parts_free(&c->parts);
     free(c->evs);
     free(c->ev_cust);
+    free(c->ev_prod);
+    free(c->ev_camp);
     free(c->arena);
     free(c->miss_set);
     free(c->miss);
