@@ -123,4 +123,27 @@ ps_event_output_get_stats(const ps_event_output *out);
  * the final counts into *stats when stats is not NULL.  NULL is fine. */
 void ps_event_output_close(ps_event_output *out, ps_event_output_stats *stats);
 
+
+/*
+ * The output options every producing subcommand shares, as entries of its
+ * ps_option table: O(field) is the caller's offsetof macro, and its options
+ * struct has char *bootstrap, *topic, *output, *format and int64_t
+ * schema_id.
+ */
+#define PS_EVENT_OUTPUT_OPTIONS(O)                                            \
+    {"bootstrap", 'b', PS_OPT_STR, NULL, 1, 0, NULL,                          \
+     "Kafka bootstrap servers to produce to (or use --output)",               \
+     O(bootstrap), 0},                                                        \
+    {"topic", 't', PS_OPT_STR, "events", 1, 0, NULL,                          \
+     "Kafka topic to produce to", O(topic), 0},                               \
+    {"output", 'o', PS_OPT_STR, NULL, 1, 0, NULL,                             \
+     "write to FILE instead of Kafka: json one object per line, binary "      \
+     "formats as 4-byte big-endian length + record",                          \
+     O(output), 0},                                                           \
+    {"format", 'f', PS_OPT_STR, "confluent", 1, 0, NULL,                      \
+     "record encoding: confluent (0x00 + schema id + Avro), avro, json",      \
+     O(format), 0},                                                           \
+    {"schema-id", 0, PS_OPT_INT, "1", 1, 2147483647.0, NULL,                  \
+     "schema id written in the Confluent frame", O(schema_id), 0}
+
 #endif

@@ -97,20 +97,7 @@ typedef struct imp_opts {
 
 #define O(f) offsetof(imp_opts, f)
 static const ps_option imp_options[] = {
-    {"bootstrap", 'b', PS_OPT_STR, NULL, 1, 0, NULL,
-     "Kafka bootstrap servers to produce to (or use --output)", O(bootstrap),
-     0},
-    {"topic", 't', PS_OPT_STR, "events", 1, 0, NULL,
-     "Kafka topic to produce to", O(topic), 0},
-    {"output", 'o', PS_OPT_STR, NULL, 1, 0, NULL,
-     "write to FILE instead of Kafka: json one object per line, binary "
-     "formats as 4-byte big-endian length + record",
-     O(output), 0},
-    {"format", 'f', PS_OPT_STR, "confluent", 1, 0, NULL,
-     "record encoding: confluent (0x00 + schema id + Avro), avro, json",
-     O(format), 0},
-    {"schema-id", 0, PS_OPT_INT, "1", 1, 2147483647.0, NULL,
-     "schema id written in the Confluent frame", O(schema_id), 0},
+    PS_EVENT_OUTPUT_OPTIONS(O),
     {"format-in", 'i', PS_OPT_STR, NULL, 1, 0, NULL,
      "input CSV layout: rees46, online-retail or generic (with --map)",
      O(format_in), 0},
