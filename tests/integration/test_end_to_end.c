@@ -73,6 +73,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "../support/servers.h"
+#include "../support/testutil.h"
 
 #ifndef PS_BIN
 #error "PS_BIN (path of the propstream binary) must be defined"
@@ -86,13 +87,6 @@
 /* ------------------------------------------------------------------ */
 
 #define REL_TOL 1e-9
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static bool close_enough(double a, double b, double rel)
 {
@@ -144,31 +138,6 @@ static double rnd_amount(uint64_t *s, double mean, double sd)
     return a < 0.01 ? 0.01 : a;
 }
 
-static bool parse_ll(const char *s, long long *out)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_dbl(const char *s, double *out)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end;
-    double v = strtod(s, &end);
-    if (*end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
-
 static void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
@@ -186,103 +155,7 @@ static void *xcalloc(size_t n, size_t size)
  * pid) after timeout_s.  Returns the exit status, 128 + signal, or -1 on
  * timeout or failure to start.  *elapsed gets the wall time in seconds.
  */
-static int run_capture(const char *const *argv, int timeout_s, char *out,
-                       size_t out_size, double *elapsed)
-{
-    int fds[2];
-    double t0 = now_s();
-    size_t used = 0;
-
-    if (out_size > 0)
-        out[0] = '\0';
-    if (pipe(fds) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test */
-        dup2(fds[1], STDOUT_FILENO);
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        execv(argv[0], (char *const *)argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(fds[1]);
-
-    bool timed_out = false;
-    for (;;) {
-        double left = timeout_s - (now_s() - t0);
-        if (left <= 0) {
-            timed_out = true;
-            break;
-        }
-        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
-        int n = poll(&pfd, 1, (int)(left * 1000) + 1);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            continue;
-        char buf[4096];
-        ssize_t r = read(fds[0], buf, sizeof buf);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break; /* EOF: the child closed its ends (exited) */
-        if (out_size > 0 && used < out_size - 1) {
-            size_t take = (size_t)r;
-            if (take > out_size - 1 - used)
-                take = out_size - 1 - used;
-            memcpy(out + used, buf, take);
-            used += take;
-            out[used] = '\0';
-        }
-    }
-    close(fds[0]);
-
-    int status = 0;
-    if (timed_out) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        *elapsed = now_s() - t0;
-        return -1;
-    }
-    /* Output closed: wait for the exit, still bounded by the timeout. */
-    for (;;) {
-        pid_t w = waitpid(pid, &status, WNOHANG);
-        if (w == pid)
-            break;
-        if (now_s() - t0 > timeout_s) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            *elapsed = now_s() - t0;
-            return -1;
-        }
-        usleep(10000);
-    }
-    *elapsed = now_s() - t0;
-    if (WIFEXITED(status))
-        return WEXITSTATUS(status);
-    if (WIFSIGNALED(status))
-        return 128 + WTERMSIG(status);
-    return -1;
-}
-
 /* The last max bytes of s (propstream's output can be long). */
-static const char *tail_of(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    return n > max ? s + (n - max) : s;
-}
-
 typedef struct servers {
     ps_test_redis redis;
     ps_test_broker broker;
@@ -332,11 +205,11 @@ static void run_propstream(const servers *sv, const char *topic,
                           "-e", "--flush-interval-ms", "50",
                           "-X", "kafka.session.timeout.ms=6000", NULL};
     double elapsed = 0;
-    int rc = run_capture(argv, timeout_s, out, sizeof out, &elapsed);
+    int rc = ps_test_run_capture(argv, timeout_s, out, sizeof out, &elapsed);
     print_message("    propstream run -t %s -g %s: exit %d after %.1f s\n",
                   topic, group, rc, elapsed);
     if (rc != 0) {
-        print_error("propstream run output (tail):\n%s\n", tail_of(out, 4000));
+        print_error("propstream run output (tail):\n%s\n", ps_test_tail(out, 4000));
         fail_msg("propstream run exited %d (-1 = timeout after %d s)", rc,
                  timeout_s);
     }
@@ -867,7 +740,7 @@ static long long hget_ll(redisContext *c, const char *key, const char *field)
     long long x = -1;
     if (v == NULL)
         print_error("%s %s: absent\n", key, field);
-    else if (!parse_ll(v, &x))
+    else if (!ps_test_parse_ll(v, &x))
         fail_msg("%s %s = \"%s\": not an integer", key, field, v);
     free(v);
     return x;
@@ -936,9 +809,9 @@ static int check_customers(redisContext *c, const world *w,
             if (v == NULL) /* mean/std of no amounts: absent is fine */
                 ok = k->spend_n == 0 && f[j].real;
             else if (f[j].real)
-                ok = parse_dbl(v, &dv) && close_enough(dv, f[j].dv, REL_TOL);
+                ok = ps_test_parse_dbl(v, &dv) && close_enough(dv, f[j].dv, REL_TOL);
             else
-                ok = parse_ll(v, &iv) && iv == f[j].iv;
+                ok = ps_test_parse_ll(v, &iv) && iv == f[j].iv;
             if (!ok && bad++ < 20) {
                 if (f[j].real)
                     print_error("%.40s %s: redis %s, recount %.17g\n", key,
@@ -969,7 +842,7 @@ static int check_offsets(redisContext *c, rd_kafka_t *rk, const char *topic,
         snprintf(field, sizeof field, "%s:%d", topic, p);
         char *v = hget(c, key, strlen(key), field);
         long long off = -1;
-        if (v == NULL || !parse_ll(v, &off) || off != hi) {
+        if (v == NULL || !ps_test_parse_ll(v, &off) || off != hi) {
             print_error("%s %s = %s, high watermark %" PRId64 "\n", key, field,
                         v ? v : "(absent)", hi);
             bad++;
@@ -1022,12 +895,12 @@ static void dlq_read(redisContext *c, dlq *d)
             else if (strcmp(f, "partition") == 0) {
                 char tmp[32];
                 snprintf(tmp, sizeof tmp, "%.*s", (int)v->len, v->str);
-                if (!parse_ll(tmp, &de->partition))
+                if (!ps_test_parse_ll(tmp, &de->partition))
                     de->partition = -2;
             } else if (strcmp(f, "offset") == 0) {
                 char tmp[32];
                 snprintf(tmp, sizeof tmp, "%.*s", (int)v->len, v->str);
-                if (!parse_ll(tmp, &de->offset))
+                if (!ps_test_parse_ll(tmp, &de->offset))
                     de->offset = -2;
             } else if (strcmp(f, "payload") == 0) {
                 de->payload = malloc(v->len + 1);
@@ -1392,7 +1265,7 @@ static int fixture_setup(void **state, int brokers, const char *const *topics)
     fixture *f = calloc(1, sizeof *f);
     if (f == NULL)
         return -1;
-    f->t0 = now_s();
+    f->t0 = ps_test_now_s();
     if (servers_start(&f->sv, brokers, topics) != 0) {
         free(f);
         return -1;
@@ -1409,7 +1282,7 @@ static int fixture_teardown(void **state)
             redisFree(f->rc);
         producer_close(&f->p);
         servers_stop(&f->sv);
-        print_message("    (%.1f s)\n", now_s() - f->t0);
+        print_message("    (%.1f s)\n", ps_test_now_s() - f->t0);
         free(f);
     }
     *state = NULL;
@@ -1490,7 +1363,7 @@ static void test_recount(void **state)
         assert_true(bad->v[i].dr.done && bad->v[i].dr.err == 0);
     long long total = p->produced, nbad = (long long)bad->n;
     print_message("    produced %lld records (%lld bad) in %.1f s\n", total,
-                  nbad, now_s() - f->t0);
+                  nbad, ps_test_now_s() - f->t0);
 
     run_propstream(&f->sv, topic, group, 90);
 
@@ -1696,7 +1569,7 @@ static void test_gen_roundtrip(void **state)
             char *ss = hget(c, k, strlen(k), "spend_sum");
             double sd = 0;
             bool ok = ev_ == tc[i].events && pu == tc[i].purchases &&
-                      (ss != NULL ? parse_dbl(ss, &sd) : true) &&
+                      (ss != NULL ? ps_test_parse_dbl(ss, &sd) : true) &&
                       close_enough(sd, tc[i].spend_sum, REL_TOL);
             if (!ok && problems++ < 20)
                 print_error("%s: redis events %lld purchases %lld spend_sum "
@@ -1791,10 +1664,10 @@ static void expect_failure(const char *what, const char *const *argv,
 {
     static char out[1 << 15], own[1 << 15];
     double elapsed = 0;
-    int rc = run_capture(argv, timeout_s, out, sizeof out, &elapsed);
+    int rc = ps_test_run_capture(argv, timeout_s, out, sizeof out, &elapsed);
     strip_rdkafka_log(out, own, sizeof own);
     print_message("    %s: exit %d after %.1f s: %s", what, rc, elapsed,
-                  tail_of(own, 300));
+                  ps_test_tail(own, 300));
     if (rc == -1)
         fail_msg("%s: no exit within %d s", what, timeout_s);
     if (rc == 0)
@@ -1806,7 +1679,7 @@ static void expect_failure(const char *what, const char *const *argv,
             return;
     fail_msg("%s: output names none of the expected words (first: \"%s\"):\n"
              "%s",
-             what, any_of[0], tail_of(out, 2000));
+             what, any_of[0], ps_test_tail(out, 2000));
 }
 
 static void test_bad_config(void **state)
@@ -1839,9 +1712,9 @@ static void test_bad_config(void **state)
         const char *argv[] = {PS_BIN, "run", "-t", "events", "-g", "bc",
                               "-r", raddr, "-e", "-b", "127.0.0.1:1", NULL};
         const char *words[] = {"127.0.0.1:1", "broker", NULL};
-        double t0 = now_s();
+        double t0 = ps_test_now_s();
         expect_failure("unreachable broker", argv, 20, words);
-        double dt = now_s() - t0;
+        double dt = ps_test_now_s() - t0;
         if (dt > 16.0)
             fail_msg("unreachable broker: took %.1f s (want ~15 s at most)",
                      dt);

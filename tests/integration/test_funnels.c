@@ -85,6 +85,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "../support/servers.h"
+#include "../support/testutil.h"
 
 #ifndef PS_BIN
 #error "PS_BIN (path of the propstream binary) must be defined"
@@ -106,20 +107,6 @@ static int max_report(void)
 /* Small helpers                                                       */
 /* ------------------------------------------------------------------ */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
 static void *xcalloc(size_t n, size_t size)
 {
     void *p = calloc(n ? n : 1, size ? size : 1);
@@ -134,38 +121,7 @@ static char *xstrdup(const char *s)
     return d;
 }
 
-static bool parse_ll(const char *s, long long *out)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (errno != 0 || *end != '\0')
-        return false;
-    *out = v;
-    return true;
-}
-
-static bool parse_dbl(const char *s, double *out)
-{
-    if (s == NULL || *s == '\0')
-        return false;
-    char *end;
-    double v = strtod(s, &end);
-    if (*end != '\0' || !isfinite(v))
-        return false;
-    *out = v;
-    return true;
-}
-
 /* The last max bytes of s (propstream's output can be long). */
-static const char *tail_of(const char *s, size_t max)
-{
-    size_t n = strlen(s);
-    return n > max ? s + (n - max) : s;
-}
-
 /* ------------------------------------------------------------------ */
 /* Processes                                                           */
 /* ------------------------------------------------------------------ */
@@ -175,117 +131,9 @@ static const char *tail_of(const char *s, size_t max)
  * out_size - 1 bytes), SIGKILL (by pid) after timeout_s.  Exit status,
  * 128 + signal, or -1 on timeout.  *elapsed: wall time in seconds.
  */
-static int run_capture(const char *const *argv, int timeout_s, char *out,
-                       size_t out_size, double *elapsed)
-{
-    int fds[2];
-    double t0 = now_s();
-    size_t used = 0;
-
-    out[0] = '\0';
-    if (pipe(fds) != 0)
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0) {
-        close(fds[0]);
-        close(fds[1]);
-        return -1;
-    }
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(fds[1], STDOUT_FILENO);
-        dup2(fds[1], STDERR_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        int devnull = open("/dev/null", O_RDONLY);
-        if (devnull >= 0)
-            dup2(devnull, STDIN_FILENO);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    bool timed_out = false;
-    for (;;) {
-        double left = timeout_s - (now_s() - t0);
-        if (left <= 0) {
-            timed_out = true;
-            break;
-        }
-        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
-        int n = poll(&pfd, 1, (int)(left * 1000) + 1);
-        if (n <= 0)
-            continue;
-        char buf[4096];
-        ssize_t r = read(fds[0], buf, sizeof buf);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        if (used < out_size - 1) {
-            size_t take = (size_t)r;
-            if (take > out_size - 1 - used)
-                take = out_size - 1 - used;
-            memcpy(out + used, buf, take);
-            used += take;
-            out[used] = '\0';
-        }
-    }
-    close(fds[0]);
-    int status = 0;
-    for (;;) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            break;
-        if (timed_out || now_s() - t0 > timeout_s) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            *elapsed = now_s() - t0;
-            return -1;
-        }
-        sleep_ms(10);
-    }
-    *elapsed = now_s() - t0;
-    if (WIFEXITED(status))
-        return WEXITSTATUS(status);
-    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-}
-
 /* fork/exec argv in the background, stdout and stderr to files. */
-static pid_t spawn(const char *const *argv, const char *out, const char *err)
-{
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid != 0)
-        return pid;
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    int fo = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int fe = open(err ? err : "/dev/null", O_WRONLY | O_CREAT | O_APPEND, 0644);
-    int fi = open("/dev/null", O_RDONLY);
-    if (fo >= 0)
-        dup2(fo, STDOUT_FILENO);
-    if (fe >= 0)
-        dup2(fe, STDERR_FILENO);
-    if (fi >= 0)
-        dup2(fi, STDIN_FILENO);
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
-}
-
 /* Wait for a child we spawned; its exit status, 128+sig, or -1 (killed
  * after timeout_ms). */
-static int wait_exit(pid_t pid, int timeout_ms)
-{
-    int status;
-    for (int t = 0; t < timeout_ms; t += 20) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status)
-                                     : 128 + WTERMSIG(status);
-        sleep_ms(20);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
-
 /* Lines of the file at path containing needle. */
 static int count_lines_with(const char *path, const char *needle)
 {
@@ -309,7 +157,7 @@ static void dump_file(const char *path, size_t max)
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     buf[n] = '\0';
     fclose(f);
-    print_error("--- %s (tail) ---\n%s\n", path, tail_of(buf, max));
+    print_error("--- %s (tail) ---\n%s\n", path, ps_test_tail(buf, max));
 }
 
 typedef struct servers {
@@ -377,11 +225,11 @@ static void run_propstream_e(const servers *sv, const char *group,
                           "-e", "--flush-interval-ms", "50",
                           "-X", "kafka.session.timeout.ms=6000", NULL};
     double elapsed = 0;
-    int rc = run_capture(argv, timeout_s, out, sizeof out, &elapsed);
+    int rc = ps_test_run_capture(argv, timeout_s, out, sizeof out, &elapsed);
     print_message("    propstream run -e -g %s: exit %d after %.1f s\n", group,
                   rc, elapsed);
     if (rc != 0) {
-        print_error("propstream run output (tail):\n%s\n", tail_of(out, 4000));
+        print_error("propstream run output (tail):\n%s\n", ps_test_tail(out, 4000));
         fail_msg("propstream run exited %d (-1 = timeout after %d s)", rc,
                  timeout_s);
     }
@@ -938,7 +786,7 @@ static long long hget_ll(redisContext *c, const char *key, const char *field,
 {
     char *v = hget(c, key, field);
     long long x = absent;
-    if (v != NULL && !parse_ll(v, &x))
+    if (v != NULL && !ps_test_parse_ll(v, &x))
         fail_msg("%s %s = \"%s\": not an integer", key, field, v);
     free(v);
     return x;
@@ -950,7 +798,7 @@ static bool hget_dbl(redisContext *c, const char *key, const char *field,
 {
     char *v = hget(c, key, field);
     bool ok = v != NULL;
-    if (v != NULL && !parse_dbl(v, out))
+    if (v != NULL && !ps_test_parse_dbl(v, out))
         fail_msg("%s %s = \"%s\": not a finite number", key, field, v);
     free(v);
     return ok;
@@ -1270,11 +1118,11 @@ static size_t read_triggers(redisContext *c, trigger **out)
             else if (strcmp(f, "cause") == 0)
                 t[i].cause = xstrdup(v);
             else if (strcmp(f, "opened_ts") == 0)
-                parse_ll(v, &t[i].opened_ts);
+                ps_test_parse_ll(v, &t[i].opened_ts);
             else if (strcmp(f, "ts") == 0)
-                parse_ll(v, &t[i].ts);
+                ps_test_parse_ll(v, &t[i].ts);
             else if (strcmp(f, "score") == 0)
-                parse_dbl(v, &t[i].score);
+                ps_test_parse_dbl(v, &t[i].score);
         }
     }
     size_t n = r->elements;
@@ -1501,7 +1349,7 @@ static void print_reference(const reference *r)
 static void test_funnel_recount(void **state)
 {
     (void)state;
-    double t0 = now_s();
+    double t0 = ps_test_now_s();
     static servers sv; /* static: the teardown may need it */
     reference ref = {0};
     char truth[128];
@@ -1547,13 +1395,13 @@ static void test_funnel_recount(void **state)
     json_decref(sum);
     reference_free(&ref);
     servers_stop(&sv);
-    print_message("    test_funnel_recount: %.1f s\n", now_s() - t0);
+    print_message("    test_funnel_recount: %.1f s\n", ps_test_now_s() - t0);
 }
 
 static void test_triggers_once_across_restart(void **state)
 {
     (void)state;
-    double t0 = now_s();
+    double t0 = ps_test_now_s();
     static servers sv; /* static: the teardown may need it */
     reference ref = {0};
     char truth[128], gen_out[128], run_log[128], dry[128];
@@ -1581,13 +1429,13 @@ static void test_triggers_once_across_restart(void **state)
                               "-t", "events", "-g", "restart", "-r",
                               sv.redis_addr, "--flush-interval-ms", "50",
                               "-X", "kafka.session.timeout.ms=6000", NULL};
-    pid_t run = spawn(run_argv, NULL, run_log);
+    pid_t run = ps_test_spawn(run_argv, NULL, run_log);
     /* gen starts once every partition is assigned (the mock's group join
      * takes ~3 s), so the kill below lands in the middle of the stream */
-    double t_wait = now_s();
+    double t_wait = ps_test_now_s();
     while (count_lines_with(run_log, "assigned") < PARTITIONS &&
-           now_s() - t_wait < 20)
-        sleep_ms(20);
+           ps_test_now_s() - t_wait < 20)
+        ps_test_sleep_ms(20);
     if (count_lines_with(run_log, "assigned") < PARTITIONS)
         print_error("no 'assigned' lines in the run log after 20 s; going "
                     "on\n");
@@ -1596,7 +1444,7 @@ static void test_triggers_once_across_restart(void **state)
                               "--rate", "1500", "--truth", truth,
                               "-b", sv.broker.bootstrap, "-t", "events",
                               NULL};
-    pid_t gen = spawn(gen_argv, gen_out, NULL);
+    pid_t gen = ps_test_spawn(gen_argv, gen_out, NULL);
 
     /* SIGKILL once it has flushed twice and consumed about 55 %. */
     redisContext *c = redis_open(&sv);
@@ -1606,13 +1454,13 @@ static void test_triggers_once_across_restart(void **state)
         in = hget_ll(c, "ps:metrics", "events_in", 0);
         flushes = hget_ll(c, "ps:metrics", "flushes", 0);
         if (in > 0 && t_first == 0)
-            t_first = now_s();
+            t_first = ps_test_now_s();
         if (flushes >= 2 && in >= records * 11 / 20)
             break;
-        sleep_ms(20);
+        ps_test_sleep_ms(20);
     }
-    sleep_ms(25); /* half a flush interval: some work not yet flushed */
-    t_kill = now_s();
+    ps_test_sleep_ms(25); /* half a flush interval: some work not yet flushed */
+    t_kill = ps_test_now_s();
     kill(run, SIGKILL);
     int st;
     assert_int_equal(waitpid(run, &st, 0), run);
@@ -1633,7 +1481,7 @@ static void test_triggers_once_across_restart(void **state)
     assert_true(flushes >= 2);
     assert_true(in_at_kill > 0);
 
-    assert_int_equal(wait_exit(gen, 60000), 0);
+    assert_int_equal(ps_test_wait_exit(gen, 60000), 0);
     FILE *f = fopen(gen_out, "r");
     assert_non_null(f);
     json_t *sum = json_loadf(f, 0, NULL);
@@ -1667,13 +1515,13 @@ static void test_triggers_once_across_restart(void **state)
     reference_free(&ref);
     servers_stop(&sv);
     print_message("    test_triggers_once_across_restart: %.1f s\n",
-                  now_s() - t0);
+                  ps_test_now_s() - t0);
 }
 
 static void test_duplicates_and_late(void **state)
 {
     (void)state;
-    double t0 = now_s();
+    double t0 = ps_test_now_s();
     static servers sv; /* static: the teardown may need it */
     producer p;
     const int64_t T = INT64_C(1735689600000); /* 2025-01-01T00:00:00Z */
@@ -1748,7 +1596,7 @@ static void test_duplicates_and_late(void **state)
     servers_stop(&sv);
     if (bad || open)
         fail_msg("%d mismatches, %d open funnels", bad, open);
-    print_message("    test_duplicates_and_late: %.1f s\n", now_s() - t0);
+    print_message("    test_duplicates_and_late: %.1f s\n", ps_test_now_s() - t0);
 }
 
 int main(void)

@@ -46,6 +46,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "../support/servers.h"
+#include "../support/testutil.h"
 
 #ifndef PS_BIN
 #error "PS_BIN (path of the propstream binary) must be defined"
@@ -85,13 +86,6 @@ static int teardown(void **state)
     (void)state;
     ps_test_broker_stop(&broker);
     return 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /* Run propstream with args, expect exit code want, return the summary. */
@@ -160,7 +154,7 @@ static size_t consume_all(const char *topic, int nparts, size_t expect,
     rd_kafka_topic_partition_list_t *tp;
     size_t n = 0;
     msg *v = calloc(expect + 1, sizeof(*v));
-    double deadline = now_s() + 30;
+    double deadline = ps_test_now_s() + 30;
 
     assert_non_null(v);
     assert_int_equal(rd_kafka_conf_set(conf, "bootstrap.servers",
@@ -178,7 +172,7 @@ static size_t consume_all(const char *topic, int nparts, size_t expect,
     assert_int_equal(rd_kafka_assign(rk, tp), 0);
     rd_kafka_topic_partition_list_destroy(tp);
 
-    while (now_s() < deadline) {
+    while (ps_test_now_s() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
         if (m == NULL) {
             if (n >= expect)
@@ -309,9 +303,9 @@ static void test_rees46(void **state)
     const char *const argv[] = {PS_BIN, "import", "-b", broker.bootstrap,
                                 "-t", "rees", "--format-in", "rees46",
                                 "--format", "json", REES46, NULL};
-    double t0 = now_s();
+    double t0 = ps_test_now_s();
     json_t *sum = run_import(argv, 0);
-    double el = now_s() - t0;
+    double el = ps_test_now_s() - t0;
     msg *m = NULL;
     size_t n, types[3] = {0, 0, 0};
     double revenue = 0;
@@ -385,9 +379,9 @@ static void test_online_retail(void **state)
     const char *const argv[] = {PS_BIN, "import", "-b", broker.bootstrap,
                                 "-t", "retail", "--format-in",
                                 "online-retail", RETAIL, NULL};
-    double t0 = now_s();
+    double t0 = ps_test_now_s();
     json_t *sum = run_import(argv, 0);
-    double el = now_s() - t0;
+    double el = ps_test_now_s() - t0;
     msg *m = NULL;
     size_t n;
     int64_t prev_ts = 0;

@@ -36,6 +36,7 @@
 #include <jansson.h>
 
 #include "../support/servers.h"
+#include "../support/testutil.h"
 
 #define CUSTOMERS 6000
 #define RATE "9000" /* records/s: gen runs ~7.5 s */
@@ -45,41 +46,7 @@ typedef struct counts {
     double spend_sum;
 } counts;
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-        ;
-}
-
 /* fork/exec argv with stdout and stderr to files (NULL: /dev/null). */
-static pid_t spawn(const char *const *argv, const char *out, const char *err)
-{
-    pid_t pid = fork();
-    if (pid != 0)
-        return pid;
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    int fo = open(out ? out : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    int fe = open(err ? err : "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    dup2(fo, 1);
-    dup2(fe, 2);
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
-}
-
-static int wait_exit(pid_t pid, int timeout_ms)
-{
-    int status;
-    for (int t = 0; t < timeout_ms; t += 50) {
-        if (waitpid(pid, &status, WNOHANG) == pid)
-            return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-        sleep_ms(50);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
-
 static long long hget_ll(redisContext *c, const char *key, const char *field)
 {
     redisReply *r = redisCommand(c, "HGET %s %s", key, field);
@@ -164,32 +131,32 @@ static void test_redis_outage(void **state)
                               "--redis-timeout-ms", "500",
                               "--stats-interval-s", "1",
                               "-X", "kafka.session.timeout.ms=6000", NULL};
-    pid_t run = spawn(run_argv, NULL, log);
+    pid_t run = ps_test_spawn(run_argv, NULL, log);
     char n_s[16];
     snprintf(n_s, sizeof(n_s), "%d", CUSTOMERS);
     const char *gen_argv[] = {PS_BIN, "gen", "-b", b.bootstrap, "-t",
                               "events", "-n", n_s, "--seed", "11",
                               "--rate", RATE, "--progress-s", "0",
                               "--truth", truth, NULL};
-    pid_t gen = spawn(gen_argv, summary, NULL);
+    pid_t gen = ps_test_spawn(gen_argv, summary, NULL);
 
     /* 1. freeze Redis mid-run */
-    sleep_ms(3500);
+    ps_test_sleep_ms(3500);
     kill(r1.pid, SIGSTOP);
-    sleep_ms(2500);
+    ps_test_sleep_ms(2500);
     kill(r1.pid, SIGCONT);
     /* 2. stop it, then start it again from its append-only file */
-    sleep_ms(1000);
+    ps_test_sleep_ms(1000);
     kill(r1.pid, SIGTERM);
     int st;
     assert_int_equal(waitpid(r1.pid, &st, 0), r1.pid);
     r1.pid = 0;
-    sleep_ms(1000);
+    ps_test_sleep_ms(1000);
     const char *again[] = {"--appendonly", "yes", "--appendfsync", "always",
                            "--port", port_s, "--dir", r1.dir, NULL};
     assert_int_equal(ps_test_redis_start(&r2, again), 0);
 
-    assert_int_equal(wait_exit(gen, 60000), 0);
+    assert_int_equal(ps_test_wait_exit(gen, 60000), 0);
     FILE *f = fopen(summary, "r");
     assert_non_null(f);
     json_error_t jerr;
@@ -206,10 +173,10 @@ static void test_redis_outage(void **state)
     long long in = -1;
     for (int t = 0; t < 60000 && in < records; t += 200) {
         in = hget_ll(c, "ps:metrics", "events_in");
-        sleep_ms(200);
+        ps_test_sleep_ms(200);
     }
     kill(run, SIGTERM);
-    int rc = wait_exit(run, 30000);
+    int rc = ps_test_wait_exit(run, 30000);
     char cmd[1024];
     snprintf(cmd, sizeof(cmd), "grep -c 'Redis unavailable' %s >/dev/null",
              log);

@@ -28,6 +28,7 @@
 #include "../../common/error.h"
 #include "../../sinks/redis_sink.h"
 #include "../support/servers.h"
+#include "../support/testutil.h"
 
 static ps_test_redis server; /* shared by most tests */
 static redisContext *check;  /* independent connection to it */
@@ -41,12 +42,6 @@ static int64_t mono_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
 }
 
 static ps_redis_conf conf_for(int port)
@@ -258,7 +253,7 @@ static void test_exec_failing_command(void **state)
 
     /* The sink recovers once the backoff allows. */
     ps_batch *ok = hset_batch("ps:after", "f", "1");
-    sleep_ms(150);
+    ps_test_sleep_ms(150);
     assert_int_equal(ps_redis_sink_exec(s, ok), PS_OK);
     ps_redis_sink_stats(s, &st);
     assert_int_equal(st.reconnects, 1);
@@ -604,7 +599,7 @@ static void test_reconnect_after_restart(void **state)
     }
 
     ps_test_redis_stop(&r);
-    sleep_ms(200); /* let the connection's close arrive */
+    ps_test_sleep_ms(200); /* let the connection's close arrive */
     assert_int_equal(ps_redis_sink_exec(s, big), PS_ERR_IO);
     assert_false(ps_redis_sink_connected(s));
 
@@ -622,7 +617,7 @@ static void test_reconnect_after_restart(void **state)
         else
             assert_true(mono_ms() - c0 < 50); /* fail fast */
         calls++;
-        sleep_ms(1);
+        ps_test_sleep_ms(1);
     }
     assert_true(attempts >= 2);
     assert_true(attempts <= 4);
@@ -638,7 +633,7 @@ static void test_reconnect_after_restart(void **state)
     int rc;
     while ((rc = ps_redis_sink_exec(s, small)) != PS_OK &&
            mono_ms() < deadline)
-        sleep_ms(20);
+        ps_test_sleep_ms(20);
     assert_int_equal(rc, PS_OK);
     assert_true(ps_redis_sink_connected(s));
     ps_redis_stats st;
