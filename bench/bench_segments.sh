@@ -59,15 +59,6 @@ trap 'exit 130' INT TERM
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 
-free_port() {
-    python3 - <<'EOF' 2>/dev/null || echo $(( 20000 + RANDOM % 20000 ))
-import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
-EOF
-}
 
 # --- build ---------------------------------------------------------------
 log "building (Release) in $build"
@@ -95,28 +86,13 @@ ps_bin=$build/propstream
 eval_bin=$build/segments_eval
 
 # --- servers -------------------------------------------------------------
-redis_port=$(free_port)
-redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
-    --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
-redis_pid=$!
-for _ in $(seq 100); do
-    redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break
-    kill -0 "$redis_pid" 2>/dev/null || { cat "$work/redis.log" >&2; exit 1; }
-    sleep 0.1
-done
-redis-cli -p "$redis_port" ping | grep -q PONG
-
-"$ps_bin" broker --brokers 1 --topic "$topic:$partitions" \
-    >"$work/broker.out" 2>"$work/broker.err" &
-broker_pid=$!
-bootstrap=""
-for _ in $(seq 150); do
-    bootstrap=$(head -n1 "$work/broker.out" 2>/dev/null || true)
-    [[ -n $bootstrap ]] && break
-    kill -0 "$broker_pid" 2>/dev/null || { cat "$work/broker.err" >&2; exit 1; }
-    sleep 0.1
-done
-[[ -n $bootstrap ]] || { log "broker printed no bootstrap servers"; exit 1; }
+. "$repo/deploy/servers.sh"
+ps_start_redis "$work" || exit 1
+redis_port=$REDIS_PORT
+redis_pid=$REDIS_PID
+ps_start_broker "$ps_bin" "$work" "$topic:$partitions" || exit 1
+broker_pid=$BROKER_PID
+bootstrap=$BOOTSTRAP
 log "redis 127.0.0.1:$redis_port, broker $bootstrap ($partitions partitions)"
 
 # --- data ----------------------------------------------------------------

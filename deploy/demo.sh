@@ -31,27 +31,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  local p
-  for _ in $(seq 200); do
-    p=$(( (RANDOM % 20000) + 30000 ))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
-  done
-  echo "demo: no free port found" >&2; exit 1
-}
-
-port=$(free_port)
-redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-  --dir "$work" >"$work/redis.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+. "$root/deploy/servers.sh"
+ps_start_redis "$work" || exit 1
+port=$REDIS_PORT
+pids+=("$REDIS_PID")
 echo "== redis-server on 127.0.0.1:$port" >&2
 
-"$ps" broker --brokers 1 --topic "events:$partitions" >"$work/broker.out" 2>"$work/broker.log" &
-pids+=($!)
-for _ in $(seq 150); do [ -s "$work/broker.out" ] && break; sleep 0.1; done
-bootstrap=$(head -n1 "$work/broker.out")
-[ -n "$bootstrap" ] || { echo "demo: broker did not start:" >&2; cat "$work/broker.log" >&2; exit 1; }
+ps_start_broker "$ps" "$work" "events:$partitions" || exit 1
+pids+=("$BROKER_PID")
+bootstrap=$BOOTSTRAP
 echo "== mock Kafka cluster at $bootstrap (topic events, $partitions partitions)" >&2
 
 echo "== generating events for $customers customers ($bad malformed)" >&2
