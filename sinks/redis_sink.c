@@ -25,11 +25,14 @@
  * Fencing.  A flush whose reply was lost (time-out, dropped connection)
  * may still be sitting in the server's socket buffer and run after the
  * caller has reconnected and checked whether it landed.  So every
- * connection records its CLIENT ID, and the handshake of the next one
- * first sends CLIENT KILL ID <previous>: Redis runs commands one at a time,
- * so once that kill has been answered the old connection's transaction has
- * either run or never will, and whatever the caller reads next is final.
- * (A user whose ACL denies CLIENT gets a warning and no fencing.)
+ * connection records its CLIENT ID and its own local address, and the
+ * handshake of the next one first sends CLIENT KILL ID <previous> ADDR
+ * <previous local ip:port>: Redis runs commands one at a time, so once that
+ * kill has been answered the old connection's transaction has either run or
+ * never will, and whatever the caller reads next is final.  Both filters
+ * must match: a Redis that restarted in between hands out client ids from 1
+ * again, and an id alone could name somebody else's connection.  (A user
+ * whose ACL denies CLIENT gets a warning and no fencing.)
  *
  * SIGPIPE.  hiredis 0.14 writes with write(2), so a server that went away
  * would raise SIGPIPE and kill the process.  Each call that writes blocks
@@ -54,7 +57,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/time.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <time.h>
 
 #include <hiredis/hiredis.h>
@@ -79,6 +85,8 @@ struct ps_redis_sink {
 
     long long client_id;      /* CLIENT ID of the live connection, 0 = unknown */
     long long prev_client_id; /* of the last dropped one, to fence off */
+    char addr[64];            /* our local ip:port on the live connection */
+    char prev_addr[64];       /* ... and on the last dropped one */
     bool fencing_warned;
 
     int64_t next_attempt_ms; /* CLOCK_MONOTONIC; no connect before this */
@@ -130,9 +138,12 @@ static void drop(ps_redis_sink *s)
     if (s->c != NULL) {
         redisFree(s->c);
         s->c = NULL;
-        if (s->client_id > 0)
+        if (s->client_id > 0 && s->addr[0] != '\0') {
             s->prev_client_id = s->client_id;
+            memcpy(s->prev_addr, s->addr, sizeof(s->addr));
+        }
         s->client_id = 0;
+        s->addr[0] = '\0';
     }
 }
 
@@ -207,6 +218,28 @@ static redisReply *read_reply(ps_redis_sink *s, const char *what)
  * Connecting
  * ------------------------------------------------------------------------ */
 
+/* Our end of the connection as Redis prints it in CLIENT LIST (addr=):
+ * "ip:port", IPv6 without brackets.  Empty when it cannot be told, and
+ * then that connection is not fenced (an id alone is not safe, see above). */
+static void local_addr(int fd, char *out, size_t cap)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    char host[INET6_ADDRSTRLEN];
+    out[0] = '\0';
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        if (inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host)) != NULL)
+            snprintf(out, cap, "%s:%u", host, (unsigned)ntohs(a->sin_port));
+    } else if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        if (inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host)) != NULL)
+            snprintf(out, cap, "%s:%u", host, (unsigned)ntohs(a->sin6_port));
+    }
+}
+
 /* Connect, then AUTH and SELECT (or PING when neither is configured, so a
  * dead or password-protected server is detected here, not at the first
  * flush).  0, or PS_ERR_IO with errstr set and no context. */
@@ -253,8 +286,9 @@ static int sink_connect(ps_redis_sink *s)
     if (s->prev_client_id > 0) {
         char id[32];
         snprintf(id, sizeof(id), "%lld", s->prev_client_id);
-        const char *argv[4] = {"CLIENT", "KILL", "ID", id};
-        if (redisAppendCommandArgv(c, 4, argv, NULL) != REDIS_OK)
+        const char *argv[6] = {"CLIENT", "KILL", "ID", id, "ADDR",
+                               s->prev_addr};
+        if (redisAppendCommandArgv(c, 6, argv, NULL) != REDIS_OK)
             goto append_fail;
         kill_ix = ncmd;
         what[ncmd++] = "CLIENT KILL";
@@ -302,6 +336,7 @@ static int sink_connect(ps_redis_sink *s)
         goto fail;
     s->prev_client_id = 0; /* fenced (or nothing to fence) */
     s->client_id = new_id;
+    local_addr(c->fd, s->addr, sizeof(s->addr));
     return PS_OK;
 
 append_fail:

@@ -629,6 +629,18 @@ static void test_reconnect_after_restart(void **state)
     assert_int_equal(ps_test_redis_start(&r, args), 0);
     assert_int_equal(r.port, port);
 
+    /* The restarted server numbers clients from 1 again: the sink's old
+     * CLIENT ID now belongs to one of these bystanders, and fencing the
+     * old connection must not kill it. */
+    enum { BYSTANDERS = 16 };
+    redisContext *by[BYSTANDERS];
+    struct timeval tv = {5, 0};
+    for (int i = 0; i < BYSTANDERS; i++) {
+        by[i] = redisConnectWithTimeout("127.0.0.1", port, tv);
+        assert_non_null(by[i]);
+        assert_int_equal(by[i]->err, 0);
+    }
+
     int64_t deadline = mono_ms() + 10000;
     int rc;
     while ((rc = ps_redis_sink_exec(s, small)) != PS_OK &&
@@ -642,8 +654,16 @@ static void test_reconnect_after_restart(void **state)
     assert_int_equal(st.transactions, 2);
     assert_true(st.failures >= (unsigned long long)calls);
 
+    for (int i = 0; i < BYSTANDERS; i++) {
+        redisReply *pong = redisCommand(by[i], "PING");
+        if (pong == NULL)
+            fail_msg("bystander %d was killed by the sink's fencing", i);
+        assert_int_equal(pong->type, REDIS_REPLY_STATUS);
+        freeReplyObject(pong);
+        redisFree(by[i]);
+    }
+
     /* Independent check that the write landed on the new server. */
-    struct timeval tv = {5, 0};
     redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
     assert_non_null(c);
     assert_int_equal(c->err, 0);
