@@ -113,6 +113,22 @@ typedef struct ps_agg_conf {
     int segments_k;              /* k-means centres (3) */
     int64_t segments_batch;      /* points per mini-batch step (256) */
     double spend_threshold;      /* T of P(amount >= T) (70000) */
+    const char *segments_features; /* comma list of k-means features
+                                      ("mean_amount,purchases") */
+    const char *segments_names;  /* comma list of names, or NULL for the
+                                    default naming rule (vip,premium,...) */
+    double segments_half_life;   /* k-means forgetting, in points: a
+                                    centre's old weight halves after this
+                                    many points reach it (0 = off) */
+    int64_t window_bucket_ms;    /* cohort rolling-window bucket (3600000) */
+    int64_t graph_max_edges;     /* behaviour-graph edges kept in memory
+                                    (5000000) */
+    int64_t also_top_n;          /* members of ps:prod:{id}:also (20) */
+    int64_t copurchase_max_items; /* distinct purchased products remembered
+                                     per customer (200) */
+    int64_t reco_n;              /* members of ps:cust:{id}:reco (10) */
+    double next_prior_strength;  /* Dirichlet prior weight of next action
+                                    (10) */
 } ps_agg_conf;
 
 /* Fill conf with the defaults above. */

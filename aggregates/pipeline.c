@@ -96,6 +96,15 @@ void ps_agg_conf_defaults(ps_agg_conf *c)
     c->segments_k = 3;
     c->segments_batch = 256;
     c->spend_threshold = 70000;
+    c->segments_features = "mean_amount,purchases";
+    c->segments_names = NULL;
+    c->segments_half_life = 0;
+    c->window_bucket_ms = 3600 * 1000LL;
+    c->graph_max_edges = 5000000;
+    c->also_top_n = 20;
+    c->copurchase_max_items = 200;
+    c->reco_n = 10;
+    c->next_prior_strength = 10;
 }
 
 /* FNV-1a, 64 bit: simple and adequate for ids of a few dozen bytes. */

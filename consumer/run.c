@@ -85,6 +85,15 @@ typedef struct run_opts {
     int64_t segments_k;
     int64_t segments_batch;
     double spend_threshold;
+    char *segments_features;
+    char *segments_names;
+    double segments_half_life;
+    int64_t window_bucket_ms;
+    int64_t graph_max_edges;
+    int64_t also_top_n;
+    int64_t copurchase_max_items;
+    int64_t reco_n;
+    double next_prior_strength;
 } run_opts;
 
 #define OPT(field) offsetof(run_opts, field)
@@ -177,6 +186,39 @@ static const ps_option run_options[] = {
      "feature vectors per mini-batch k-means step", OPT(segments_batch), 0},
     {"spend-threshold", 0, PS_OPT_DBL, "70000", 0, 1e15, NULL,
      "T of the published P(amount >= T)", OPT(spend_threshold), 0},
+    {"segments-features", 0, PS_OPT_STR, "mean_amount,purchases", 1, 0,
+     NULL,
+     "k-means features, comma-separated, from: mean_amount, purchases, "
+     "recency_days, frequency, total_spend, clicks, wishlists, conversion",
+     OPT(segments_features), 0},
+    {"segments-names", 0, PS_OPT_STR, NULL, 1, 0, NULL,
+     "segment names, comma-separated, one per segment in the order of the "
+     "naming rule (default for k = 3: vip,premium,regular)",
+     OPT(segments_names), 0},
+    {"segments-half-life", 0, PS_OPT_DBL, "0", 0, 1e15, "points",
+     "k-means forgetting: a centre's past weight halves after this many "
+     "points reach it (0 = never)",
+     OPT(segments_half_life), 0},
+    {"window-bucket-ms", 0, PS_OPT_INT, "3600000", 60000, 86400000, "ms",
+     "bucket width of the rolling 7-day and 30-day cohort windows",
+     OPT(window_bucket_ms), 0},
+    {"graph-max-edges", 0, PS_OPT_INT, "5000000", 1000, 1e10, "edges",
+     "customer -> product edges kept in memory (least recently used "
+     "edges of inactive customers are evicted first)",
+     OPT(graph_max_edges), 0},
+    {"also-top-n", 0, PS_OPT_INT, "20", 1, 1000, "products",
+     "co-purchased products kept in ps:prod:{id}:also",
+     OPT(also_top_n), 0},
+    {"copurchase-max-items", 0, PS_OPT_INT, "200", 1, 100000, "products",
+     "distinct purchased products remembered per customer for "
+     "co-purchase counts",
+     OPT(copurchase_max_items), 0},
+    {"reco-n", 0, PS_OPT_INT, "10", 1, 1000, "products",
+     "recommendations kept in ps:cust:{id}:reco", OPT(reco_n), 0},
+    {"next-prior-strength", 0, PS_OPT_DBL, "10", 0, 1e9, "pseudo-events",
+     "weight of the segment's transition distribution in a customer's "
+     "next-action Dirichlet prior",
+     OPT(next_prior_strength), 0},
 };
 #define RUN_OPTIONS_N (sizeof(run_options) / sizeof(run_options[0]))
 
@@ -1206,6 +1248,15 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     conf.segments_k = (int)c->o->segments_k;
     conf.segments_batch = c->o->segments_batch;
     conf.spend_threshold = c->o->spend_threshold;
+    conf.segments_features = c->o->segments_features;
+    conf.segments_names = c->o->segments_names;
+    conf.segments_half_life = c->o->segments_half_life;
+    conf.window_bucket_ms = c->o->window_bucket_ms;
+    conf.graph_max_edges = c->o->graph_max_edges;
+    conf.also_top_n = c->o->also_top_n;
+    conf.copurchase_max_items = c->o->copurchase_max_items;
+    conf.reco_n = c->o->reco_n;
+    conf.next_prior_strength = c->o->next_prior_strength;
     c->pipe = ps_pipeline_new(&conf, err, errsz);
     c->out = ps_batch_new(c->o->prefix);
     c->dlq = ps_batch_new(c->o->prefix);
