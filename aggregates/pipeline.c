@@ -125,6 +125,11 @@ void *ps_pipeline_slice(ps_pipeline *p, const ps_entity *e, size_t agg_index)
     return (char *)e + p->tables[e->kind].slice_off[agg_index];
 }
 
+void *ps_pipeline_agg_self(ps_pipeline *p, size_t agg_index)
+{
+    return agg_index < ps_aggregates_count ? p->self[agg_index] : NULL;
+}
+
 int ps_pipeline_agg_index(const char *name)
 {
     for (size_t i = 0; i < ps_aggregates_count; i++)

@@ -59,6 +59,10 @@ void *ps_pipeline_slice(ps_pipeline *p, const ps_entity *e, size_t agg_index);
 /* Index of the aggregate named name, or -1. */
 int ps_pipeline_agg_index(const char *name);
 
+/* The state (init's *self) of aggregate number agg_index, so that one
+ * aggregate's public header can answer questions about it (segments.h). */
+void *ps_pipeline_agg_self(ps_pipeline *p, size_t agg_index);
+
 /* Mark e changed since the last flush (apply does this for the event's
  * entities; aggregates call it for others, e.g. from advance). */
 int ps_pipeline_touch(ps_pipeline *p, ps_entity *e);

@@ -409,6 +409,17 @@ int ps_segments_of(ps_pipeline *p, const ps_entity *cust)
     return c->segment;
 }
 
+const char *ps_segments_name(ps_pipeline *p, int k)
+{
+    int index = ps_pipeline_agg_index("segments");
+    if (index < 0)
+        return "";
+    const segments *s = ps_pipeline_agg_self(p, (size_t)index);
+    if (s == NULL || k < 0 || k >= s->k || s->names[k] == NULL)
+        return "";
+    return s->names[k];
+}
+
 const ps_aggregate_ops ps_agg_segments = {
     .name = "segments",
     .state_size = {[PS_KIND_CUSTOMER] = sizeof(seg_cust)},
