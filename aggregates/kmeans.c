@@ -455,6 +455,25 @@ const double *ps_kmeans_centre(const ps_kmeans_t *km, int i)
     return km->c[i];
 }
 
+void ps_kmeans_set_centre(ps_kmeans_t *km, int i, const double *x,
+                          double weight)
+{
+    if (!km->initialised || i < 0 || i >= km->conf.k || !isfinite(weight))
+        return;
+    for (int f = 0; f < km->conf.d; f++)
+        if (!isfinite(x[f]))
+            return;
+    memcpy(km->c[i], x, (size_t)km->conf.d * sizeof(double));
+    km->w[i] = weight;
+}
+
+int ps_kmeans_role(const ps_kmeans_t *km, int i)
+{
+    if (!km->named || i < 0 || i >= km->conf.k)
+        return -1;
+    return km->role[i];
+}
+
 double ps_kmeans_weight(const ps_kmeans_t *km, int i)
 {
     if (i < 0 || i >= km->conf.k)

@@ -94,6 +94,16 @@ int ps_kmeans_initialised(const ps_kmeans_t *km);
 /* Centre i (d doubles, borrowed until destroy; updated by every step), NULL if
  * i is out of range or the model is not initialised. */
 const double *ps_kmeans_centre(const ps_kmeans_t *km, int i);
+/* Overwrite centre i (d doubles) and its weight, e.g. by an owner that
+ * keeps the exact mean of each cell itself (segments.c) and uses the model
+ * for seeding, assignment and naming.  Ignored before initialisation or
+ * for i out of range or a non-finite coordinate. */
+void ps_kmeans_set_centre(ps_kmeans_t *km, int i, const double *x,
+                          double weight);
+/* Role of centre i in the last ps_kmeans_name call: for the k = 3 rule
+ * 0 vip, 1 premium, 2 regular; for the generic rule its rank.  -1 before
+ * naming.  Lets an owner map roles to names of its own. */
+int ps_kmeans_role(const ps_kmeans_t *km, int i);
 /* Weight (decayed point count) of centre i; 0 if out of range. */
 double ps_kmeans_weight(const ps_kmeans_t *km, int i);
 uint64_t ps_kmeans_steps(const ps_kmeans_t *km);   /* steps taken */

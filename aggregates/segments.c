@@ -1,44 +1,79 @@
 /*
- * segments.c -- customer segments by mini-batch k-means (contract section
- * 2, "Segments"; the segment_changed trigger).
+ * segments.c -- customer segments by online k-means (contract section 2,
+ * "Segments"; the segment_changed trigger).
  *
- * Features.  The seed's pair: a customer's mean PURCHASE amount and number
- * of PURCHASEs with an amount.  Each feature is standardised online
- * (running mean and standard deviation over the feature vectors observed,
- * Welford), and the standardised point is fed to the mini-batch k-means of
- * kmeans.h (Sculley 2010; k-means++ on the first batch; per-centre
- * learning rate 1/count; dying centres reseeded) every time a customer's
- * features change, i.e. at each of its purchases.
+ * Features.  A configurable list (--segments-features, default the seed's
+ * pair mean_amount,purchases), each a function of the customer's own state
+ * as of its latest event:
+ *   mean_amount   mean PURCHASE amount
+ *   purchases     number of PURCHASEs with an amount
+ *   recency_days  days from its last purchase to its latest event
+ *   frequency     purchases per 30 days of tenure (first to latest event,
+ *                 at least one day)
+ *   total_spend   sum of PURCHASE and SPEND amounts
+ *   clicks, wishlists   event counts
+ *   conversion    purchases / max(1, clicks + wishlists)
+ * A customer has features (and gets a segment) from its first PURCHASE with
+ * an amount on.  Features are standardised online with the mean and sample
+ * standard deviation over the CURRENT feature vectors of all customers that
+ * have features (exact: a customer's old vector is removed when its new one
+ * is added; shifted sums, so no cancellation at realistic magnitudes).
  *
- * Assignment.  At each event of a customer that has features (a purchase
- * with an amount), the customer is (re)assigned to the nearest centre;
- * when the model first initialises, every customer in memory with features
- * is assigned.  A move is counted in the segments' sizes (HINCRBY deltas on
- * ps:segment:{k} size, so sizes are exact and add up across restarts) and
- * emits one segment_changed trigger, caused by that purchase, in the same
- * flush as the customer's new state: exactly once per move.  Customers
- * without a purchase have no segment yet.
+ * The model.  Mini-batch k-means (Sculley 2010) in which a point is a
+ * customer, not an event:
+ *   - initialisation: the first `segments_batch` feature vectors seen are
+ *     seeded with k-means++ and refined by Lloyd iterations (kmeans.h), then
+ *     every customer in memory with features is assigned;
+ *   - each centre is the mean of its CURRENT members in original units
+ *     (per-cell sums and exact counts).  When a customer's features change,
+ *     its old vector leaves its cell and the new one joins the nearest
+ *     centre: the learning rate 1/count of Sculley's update, with the count
+ *     being the cell's size, so a customer seen 50 times weighs as much as
+ *     one seen once and stale snapshots never pile up;
+ *   - optional forgetting (--segments-half-life h > 0, points): instead of
+ *     exact means, a centre moves towards each arriving point with weight
+ *     w = w * 0.5^(1/h) + 1 (Spark StreamingKMeans' decay), following
+ *     drifting behaviour; sizes stay exact either way;
+ *   - every `segments_batch` feature updates the model takes a step: the
+ *     standardised centres are refreshed, and when enough updates have
+ *     accumulated since the last sweep (at least a quarter of the members)
+ *     every customer in memory is re-assigned to its nearest centre (a
+ *     Lloyd pass, amortised O(1) per event); a centre left empty is
+ *     reseeded at the member farthest from its centre (that customer moves
+ *     to it); then the centres are re-named.
+ * Everything is deterministic given the configuration and event order.
  *
- * Names.  ps_kmeans_name after every k-means step: vip (most purchases),
- * premium (highest mean amount of the rest), regular; centre ids never
- * change (a reseeded centre keeps its index), and names change hands only
- * beyond a margin, so readers see no relabelling churn.
+ * Assignment and triggers.  Every move of a customer from one segment to
+ * another -- at its own event or in a sweep -- is counted in the sizes
+ * (HINCRBY deltas on ps:segment:{k} size, exact, adding up across
+ * restarts) and emits one segment_changed trigger in the same flush as
+ * the customer's new state: exactly once per move.  cause is the event
+ * that caused the move (for a sweep, the event that completed the step).
+ *
+ * Names.  ps_kmeans_name on the standardised centres: for k = 3 with
+ * mean_amount and purchases (else frequency) among the features, vip (most
+ * purchases), premium (highest mean amount of the rest), regular; else
+ * segment-0.. by ascending amount.  --segments-names replaces these in
+ * that order (vip,premium,regular; or segment-0,...).  Centre ids never
+ * change and names change hands only beyond a margin (no relabelling
+ * churn).
  *
  * Outputs.  ps:cust:{id} segment, segment_name; ps:segment:{k} name, size,
- * centroid_mean_amount and centroid_purchases (original units), and the
- * purchase amounts of the segment's customers: spend_mean, spend_std and
- * p_spend_gt = P(amount >= spend_threshold) under a normal fit (the seed's
- * 70,000 example).
+ * centroid_{feature} (original units) for every configured feature, and
+ * the purchase amounts of the segment's customers while in it: spend_n,
+ * spend_mean, spend_std and p_spend_gt = P(amount >= spend_threshold)
+ * under a normal fit (the seed's 70,000 example).
  *
- * Saved state.  The customer's features and segment are in its saved
- * state; the model (k-means, the feature scalers, per-segment spend) is
- * saved as ps:state:agg:segments in each flush where it changed, and
- * loaded at start.  With several instances each keeps its own model and
- * the last one to flush wins: segment ids stay stable, but centroids
- * computed by two instances are not merged (see the README).
+ * Saved state.  The customer's raw feature inputs and segment are in its
+ * saved state; the model (centres, cell sums, scalers, per-segment spend)
+ * is saved as ps:state:agg:segments in each flush where it changed, in the
+ * same transaction, and loaded at start.  Several instances each keep
+ * their own model and the last to flush wins: ids and names stay stable,
+ * but cells computed by two instances are not merged (see the README).
  */
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,58 +86,348 @@
 #include "welford.h"
 #include "../common/error.h"
 
-#define SEG_STATE_VERSION 1
-#define SEG_MODEL_VERSION 1
-#define F_AMOUNT 0
-#define F_COUNT 1
+#define SEG_STATE_VERSION 2
+#define SEG_MODEL_VERSION 2
+#define D_MAX PS_KMEANS_MAX_D
+#define DAY_MS 86400000.0
+
+enum feature {
+    F_MEAN_AMOUNT,
+    F_PURCHASES,
+    F_RECENCY,
+    F_FREQUENCY,
+    F_TOTAL,
+    F_CLICKS,
+    F_WISHLISTS,
+    F_CONVERSION,
+    F_KINDS
+};
+
+static const char *const feature_names[F_KINDS] = {
+    "mean_amount", "purchases", "recency_days", "frequency",
+    "total_spend", "clicks",    "wishlists",    "conversion"};
 
 typedef struct seg_cust {
-    double n;        /* purchases with an amount */
-    double mean;     /* their mean amount */
-    int32_t segment; /* -1: none yet */
+    uint32_t n;         /* purchases with an amount */
+    uint32_t clicks, wishlists;
+    int32_t segment;    /* -1: none yet */
     uint32_t changed_gen;
+    uint32_t seen;      /* 1 once this aggregate has seen the customer */
+    double mean;        /* mean purchase amount */
+    double total;       /* purchase + spend amounts */
+    int64_t first_ts, last_ts, last_purchase_ts;
 } seg_cust;
+
+/* Mean and variance of a population whose members come and go: sums of
+ * (x - shift) and its square. */
+typedef struct popstat {
+    double n;
+    double shift[D_MAX], s1[D_MAX], s2[D_MAX];
+} popstat;
+
+typedef struct cell {
+    double sum[D_MAX]; /* of members' vectors (exact mode) */
+    double pos[D_MAX]; /* centre in original units */
+    double w;          /* decayed weight (forgetting mode) */
+    int64_t n;         /* members, exact */
+} cell;
 
 typedef struct segments {
     ps_agg_conf conf;
     ps_pipeline *pipe;
-    int k;
-    ps_kmeans_t *km;
-    ps_welford feat[2];
+    size_t me;
+    int k, d;
+    int feat[D_MAX];     /* feature kinds in order */
+    int amount_dim, count_dim;
+    double decay;        /* forgetting factor per point; 1 = exact means */
+    ps_kmeans_t *km;     /* seeding, standardised centres, naming */
+    popstat pop;
+    cell cells[PS_KMEANS_MAX_K];
     ps_welford spend[PS_KMEANS_MAX_K];
     const char *names[PS_KMEANS_MAX_K];
+    char custom[PS_KMEANS_MAX_K][PS_KMEANS_NAME_MAX];
+    int ncustom;
     int64_t size_delta[PS_KMEANS_MAX_K];
+    uint64_t updates_since_step, updates_since_sweep;
+    uint64_t sweeps, reseeds;
     uint32_t model_gen; /* model changed for this flush generation */
     ps_batch *triggers;
+    const ps_event *cause; /* event in apply, for sweep triggers */
 } segments;
 
-static double scale(const ps_welford *w)
+/* ---------------------------------------------------------------- config */
+
+static int parse_features(segments *s, const char *list, char *errstr,
+                          size_t errstr_size)
 {
-    double sd = ps_welford_std(w);
-    return sd > 0 ? sd : 1.0;
+    const char *p = list != NULL ? list : "mean_amount,purchases";
+    s->d = 0;
+    while (*p != '\0') {
+        const char *e = strchr(p, ',');
+        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+        int kind = -1;
+        for (int i = 0; i < F_KINDS; i++)
+            if (strlen(feature_names[i]) == len &&
+                strncmp(feature_names[i], p, len) == 0)
+                kind = i;
+        if (kind < 0) {
+            ps_set_err(errstr, errstr_size,
+                       "--segments-features: unknown feature '%.*s' (known: "
+                       "mean_amount, purchases, recency_days, frequency, "
+                       "total_spend, clicks, wishlists, conversion)",
+                       (int)len, p);
+            return PS_ERR_CONFIG;
+        }
+        for (int i = 0; i < s->d; i++)
+            if (s->feat[i] == kind) {
+                ps_set_err(errstr, errstr_size,
+                           "--segments-features: '%s' listed twice",
+                           feature_names[kind]);
+                return PS_ERR_CONFIG;
+            }
+        if (s->d == D_MAX) {
+            ps_set_err(errstr, errstr_size,
+                       "--segments-features: at most %d features", D_MAX);
+            return PS_ERR_CONFIG;
+        }
+        s->feat[s->d++] = kind;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (s->d == 0) {
+        ps_set_err(errstr, errstr_size, "--segments-features: empty list");
+        return PS_ERR_CONFIG;
+    }
+    s->amount_dim = s->count_dim = -1;
+    for (int i = 0; i < s->d; i++) {
+        if (s->feat[i] == F_MEAN_AMOUNT)
+            s->amount_dim = i;
+        if (s->feat[i] == F_PURCHASES)
+            s->count_dim = i;
+    }
+    for (int i = 0; i < s->d && s->count_dim < 0; i++)
+        if (s->feat[i] == F_FREQUENCY)
+            s->count_dim = i;
+    return PS_OK;
+}
+
+static int parse_names(segments *s, const char *list, char *errstr,
+                       size_t errstr_size)
+{
+    s->ncustom = 0;
+    if (list == NULL || *list == '\0')
+        return PS_OK;
+    const char *p = list;
+    for (;;) {
+        const char *e = strchr(p, ',');
+        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+        if (len == 0 || len >= PS_KMEANS_NAME_MAX) {
+            ps_set_err(errstr, errstr_size,
+                       "--segments-names: names must be 1..%d characters",
+                       PS_KMEANS_NAME_MAX - 1);
+            return PS_ERR_CONFIG;
+        }
+        if (s->ncustom == s->k) {
+            ps_set_err(errstr, errstr_size,
+                       "--segments-names: more names than --segments-k (%d)",
+                       s->k);
+            return PS_ERR_CONFIG;
+        }
+        memcpy(s->custom[s->ncustom], p, len);
+        s->custom[s->ncustom][len] = '\0';
+        s->ncustom++;
+        if (e == NULL)
+            break;
+        p = e + 1;
+    }
+    if (s->ncustom != s->k) {
+        ps_set_err(errstr, errstr_size,
+                   "--segments-names: %d names for %d segments", s->ncustom,
+                   s->k);
+        return PS_ERR_CONFIG;
+    }
+    return PS_OK;
+}
+
+/* -------------------------------------------------------------- features */
+
+static bool has_features(const seg_cust *c)
+{
+    return c->n > 0;
+}
+
+static void features(const segments *s, const seg_cust *c, double *x)
+{
+    for (int i = 0; i < s->d; i++) {
+        double v = 0;
+        switch (s->feat[i]) {
+        case F_MEAN_AMOUNT:
+            v = c->mean;
+            break;
+        case F_PURCHASES:
+            v = c->n;
+            break;
+        case F_RECENCY:
+            v = (double)(c->last_ts - c->last_purchase_ts) / DAY_MS;
+            break;
+        case F_FREQUENCY: {
+            double days = (double)(c->last_ts - c->first_ts) / DAY_MS;
+            v = c->n * 30.0 / (days > 1 ? days : 1);
+            break;
+        }
+        case F_TOTAL:
+            v = c->total;
+            break;
+        case F_CLICKS:
+            v = c->clicks;
+            break;
+        case F_WISHLISTS:
+            v = c->wishlists;
+            break;
+        case F_CONVERSION: {
+            double tries = (double)c->clicks + c->wishlists;
+            v = c->n / (tries > 1 ? tries : 1);
+            break;
+        }
+        }
+        x[i] = v;
+    }
+}
+
+static void pop_add(popstat *p, const double *x, int d, double sign)
+{
+    if (p->n == 0 && sign > 0)
+        for (int i = 0; i < d; i++)
+            p->shift[i] = x[i];
+    p->n += sign;
+    for (int i = 0; i < d; i++) {
+        double y = x[i] - p->shift[i];
+        p->s1[i] += sign * y;
+        p->s2[i] += sign * y * y;
+    }
+}
+
+static double pop_mean(const popstat *p, int i)
+{
+    return p->n > 0 ? p->shift[i] + p->s1[i] / p->n : 0;
+}
+
+/* Sample standard deviation, or 1 when it is 0 or undefined. */
+static double pop_scale(const popstat *p, int i)
+{
+    if (p->n < 2)
+        return 1.0;
+    double var = (p->s2[i] - p->s1[i] * p->s1[i] / p->n) / (p->n - 1);
+    return var > 0 ? sqrt(var) : 1.0;
 }
 
 static void standardise(const segments *s, const double *x, double *z)
 {
-    for (int i = 0; i < 2; i++)
-        z[i] = (x[i] - ps_welford_mean(&s->feat[i])) / scale(&s->feat[i]);
+    for (int i = 0; i < s->d; i++)
+        z[i] = (x[i] - pop_mean(&s->pop, i)) / pop_scale(&s->pop, i);
 }
+
+/* --------------------------------------------------------------- centres */
+
+/* Push cell k's centre, standardised, into the model used for assignment
+ * and naming. */
+static void sync_centre(segments *s, int k)
+{
+    double z[D_MAX];
+    standardise(s, s->cells[k].pos, z);
+    ps_kmeans_set_centre(s->km, k, z,
+                         s->decay < 1 ? s->cells[k].w
+                                      : (double)s->cells[k].n);
+}
+
+static void sync_all(segments *s)
+{
+    for (int k = 0; k < s->k; k++)
+        sync_centre(s, k);
+}
+
+static void cell_join(segments *s, int k, const double *x)
+{
+    cell *c = &s->cells[k];
+    c->n++;
+    if (s->decay < 1) {
+        c->w = c->w * s->decay + 1;
+        for (int i = 0; i < s->d; i++)
+            c->pos[i] += (x[i] - c->pos[i]) / c->w;
+    } else {
+        for (int i = 0; i < s->d; i++) {
+            c->sum[i] += x[i];
+            c->pos[i] = c->sum[i] / (double)c->n;
+        }
+    }
+}
+
+static void cell_leave(segments *s, int k, const double *x)
+{
+    cell *c = &s->cells[k];
+    if (c->n > 0)
+        c->n--;
+    if (s->decay < 1)
+        return; /* forgetting mode: the centre keeps its history */
+    if (c->n == 0) {
+        memset(c->sum, 0, sizeof(c->sum)); /* pos stays where it was */
+        return;
+    }
+    for (int i = 0; i < s->d; i++) {
+        c->sum[i] -= x[i];
+        c->pos[i] = c->sum[i] / (double)c->n;
+    }
+}
+
+static void names_refresh(segments *s)
+{
+    const char *dflt[PS_KMEANS_MAX_K];
+    if (ps_kmeans_name(s->km, s->amount_dim, s->count_dim, dflt) < 0)
+        return;
+    for (int k = 0; k < s->k; k++) {
+        int role = ps_kmeans_role(s->km, k);
+        s->names[k] = s->ncustom > 0 && role >= 0 && role < s->ncustom
+                          ? s->custom[role]
+                          : dflt[k];
+    }
+}
+
+/* ------------------------------------------------------------- lifecycle */
 
 static int seg_init(void **self, const ps_agg_env *env, char *errstr,
                     size_t errstr_size)
 {
     segments *s = calloc(1, sizeof(*s));
     ps_kmeans_conf kc;
+    int rc;
 
     if (s == NULL)
         goto nomem;
     s->conf = *env->conf;
     s->pipe = env->pipe;
+    s->me = (size_t)ps_pipeline_agg_index("segments");
     s->k = env->conf->segments_k;
+    rc = parse_features(s, env->conf->segments_features, errstr,
+                        errstr_size);
+    if (rc == PS_OK)
+        rc = parse_names(s, env->conf->segments_names, errstr, errstr_size);
+    if (rc == PS_OK && !(env->conf->segments_half_life >= 0)) {
+        ps_set_err(errstr, errstr_size, "--segments-half-life: must be >= 0");
+        rc = PS_ERR_CONFIG;
+    }
+    if (rc != PS_OK) {
+        free(s);
+        return rc;
+    }
+    s->decay = env->conf->segments_half_life > 0
+                   ? pow(0.5, 1.0 / env->conf->segments_half_life)
+                   : 1.0;
     ps_kmeans_conf_default(&kc);
     kc.k = s->k;
-    kc.d = 2;
+    kc.d = s->d;
     kc.batch = (int)env->conf->segments_batch;
+    kc.max_idle = 0; /* empty cells are handled here, on exact sizes */
     s->km = ps_kmeans_new(&kc, errstr, errstr_size);
     if (s->km == NULL) {
         free(s);
@@ -111,8 +436,6 @@ static int seg_init(void **self, const ps_agg_env *env, char *errstr,
     s->triggers = ps_batch_new(env->conf->prefix);
     if (s->triggers == NULL)
         goto nomem;
-    ps_welford_init(&s->feat[0]);
-    ps_welford_init(&s->feat[1]);
     for (int i = 0; i < s->k; i++)
         ps_welford_init(&s->spend[i]);
     *self = s;
@@ -135,10 +458,12 @@ static void seg_destroy(void *self)
     free(s);
 }
 
-static void trigger_changed(segments *s, const ps_event *ev, int from, int to)
+static void trigger_changed(segments *s, const ps_entity *cust, int from,
+                            int to)
 {
     ps_batch *b = s->triggers;
     ps_str none = {"", 0};
+    const ps_event *ev = s->cause;
     ps_batch_begin(b, "XADD");
     ps_batch_arg_key(b, "triggers", none, NULL);
     ps_batch_arg_cstr(b, "MAXLEN");
@@ -148,15 +473,18 @@ static void trigger_changed(segments *s, const ps_event *ev, int from, int to)
     ps_batch_arg_cstr(b, "type");
     ps_batch_arg_cstr(b, "segment_changed");
     ps_batch_arg_cstr(b, "customer");
-    ps_batch_arg_str(b, ev->customer_id);
+    ps_batch_arg_str(b, cust->id);
     ps_batch_arg_cstr(b, "product");
     ps_batch_arg_cstr(b, "");
     ps_batch_arg_cstr(b, "score");
     ps_batch_arg_i64(b, to);
     ps_batch_arg_cstr(b, "ts");
-    ps_batch_arg_i64(b, ev->ts);
+    ps_batch_arg_i64(b, ev != NULL ? ev->ts : 0);
     ps_batch_arg_cstr(b, "cause");
-    ps_batch_arg_str(b, ev->event_id);
+    if (ev != NULL)
+        ps_batch_arg_str(b, ev->event_id);
+    else
+        ps_batch_arg_cstr(b, "");
     ps_batch_arg_cstr(b, "from");
     ps_batch_arg_cstr(b, s->names[from] ? s->names[from] : "");
     ps_batch_arg_cstr(b, "to");
@@ -164,82 +492,221 @@ static void trigger_changed(segments *s, const ps_event *ev, int from, int to)
     ps_batch_end(b);
 }
 
-/* (Re)assign customer c to its nearest centre; a move from one segment to
- * another is counted and, when ev is given, triggers segment_changed. */
-static void reassign(segments *s, seg_cust *c, ps_entity *cust,
-                     const ps_event *ev)
+/* Put customer c (vector x, already in the population) in segment `to`,
+ * leaving its old cell (whose vector was old_x).  Counts the move and,
+ * when it had a segment, triggers segment_changed. */
+static void move(segments *s, seg_cust *c, ps_entity *cust,
+                 const double *old_x, const double *x, int to)
 {
-    double x[2], z[2];
-    x[F_AMOUNT] = c->mean;
-    x[F_COUNT] = c->n;
-    standardise(s, x, z);
-    int seg = ps_kmeans_assign(s->km, z);
-    if (seg < 0 || seg == c->segment)
+    int from = c->segment;
+    if (from >= 0)
+        cell_leave(s, from, old_x);
+    cell_join(s, to, x);
+    if (from >= 0 && s->decay >= 1)
+        sync_centre(s, from);
+    sync_centre(s, to);
+    if (from == to)
         return;
-    if (c->segment >= 0) {
-        s->size_delta[c->segment]--;
-        if (ev != NULL)
-            trigger_changed(s, ev, c->segment, seg);
+    if (from >= 0) {
+        s->size_delta[from]--;
+        trigger_changed(s, cust, from, to);
     }
-    s->size_delta[seg]++;
-    c->segment = seg;
+    s->size_delta[to]++;
+    c->segment = to;
     c->changed_gen = ps_pipeline_generation(s->pipe) + 1;
     ps_pipeline_touch(s->pipe, cust);
 }
 
-struct assign_all {
-    segments *s;
-    size_t me;
-};
-
-/* When the model first exists: give every in-memory customer with
- * features a segment (their purchases came before it could). */
-static void assign_one(void *opaque, ps_entity *cust)
+/* Nearest centre to x (original units). */
+static int nearest(const segments *s, const double *x)
 {
-    struct assign_all *a = opaque;
-    seg_cust *c = ps_pipeline_slice(a->s->pipe, cust, a->me);
-    if (c->n > 0 && c->segment < 0)
-        reassign(a->s, c, cust, NULL);
+    double z[D_MAX];
+    standardise(s, x, z);
+    return ps_kmeans_assign(s->km, z);
 }
+
+/* A sweep: every customer in memory with features goes to its nearest
+ * centre (one Lloyd pass over what is in memory); the member farthest from
+ * its centre is remembered to reseed an empty cell. */
+typedef struct sweep {
+    segments *s;
+    ps_entity *far_cust;
+    double far_d;
+} sweep;
+
+static void sweep_one(void *opaque, ps_entity *cust)
+{
+    sweep *w = opaque;
+    segments *s = w->s;
+    seg_cust *c = ps_pipeline_slice(s->pipe, cust, s->me);
+    if (!c->seen || !has_features(c))
+        return;
+    double x[D_MAX], z[D_MAX];
+    features(s, c, x);
+    standardise(s, x, z);
+    int k = ps_kmeans_assign(s->km, z);
+    if (k < 0)
+        return;
+    if (c->segment != k) {
+        if (c->segment < 0) {
+            cell_join(s, k, x);
+            sync_centre(s, k);
+            s->size_delta[k]++;
+            c->segment = k;
+            c->changed_gen = ps_pipeline_generation(s->pipe) + 1;
+            ps_pipeline_touch(s->pipe, cust);
+        } else {
+            move(s, c, cust, x, x, k);
+        }
+    }
+    const double *ctr = ps_kmeans_centre(s->km, k);
+    double d2 = 0;
+    for (int i = 0; i < s->d; i++)
+        d2 += (z[i] - ctr[i]) * (z[i] - ctr[i]);
+    if (w->far_cust == NULL || d2 > w->far_d) {
+        w->far_cust = cust;
+        w->far_d = d2;
+    }
+}
+
+static void reseed_empty(segments *s, sweep *w)
+{
+    for (int k = 0; k < s->k; k++) {
+        if (s->cells[k].n > 0 || w->far_cust == NULL)
+            continue;
+        seg_cust *c = ps_pipeline_slice(s->pipe, w->far_cust, s->me);
+        if (c->segment < 0 || s->cells[c->segment].n < 2)
+            return; /* nothing to take without emptying another cell */
+        double x[D_MAX];
+        features(s, c, x);
+        memcpy(s->cells[k].pos, x, sizeof(double) * (size_t)s->d);
+        s->cells[k].w = 0;
+        move(s, c, w->far_cust, x, x, k);
+        s->reseeds++;
+        w->far_cust = NULL; /* one per sweep: the next sweep finds another */
+    }
+}
+
+/* A model step: fresh standardised centres, a sweep when due, empty cells
+ * reseeded, names. */
+static void model_step(segments *s, bool force_sweep)
+{
+    s->updates_since_step = 0;
+    sync_all(s);
+    uint64_t members = 0;
+    for (int k = 0; k < s->k; k++)
+        members += (uint64_t)s->cells[k].n;
+    uint64_t due = members / 4 > (uint64_t)s->conf.segments_batch
+                       ? members / 4
+                       : (uint64_t)s->conf.segments_batch;
+    if (force_sweep || s->updates_since_sweep >= due) {
+        sweep w = {s, NULL, 0};
+        s->updates_since_sweep = 0;
+        s->sweeps++;
+        ps_pipeline_foreach(s->pipe, PS_KIND_CUSTOMER, sweep_one, &w);
+        reseed_empty(s, &w);
+        sync_all(s);
+    }
+    names_refresh(s);
+    s->model_gen = ps_pipeline_generation(s->pipe) + 1;
+}
+
+/* The seeding buffer completed: centres from k-means++ (standardised, as
+ * the buffered points were), every customer in memory assigned. */
+static void model_start(segments *s)
+{
+    for (int k = 0; k < s->k; k++) {
+        const double *z = ps_kmeans_centre(s->km, k);
+        for (int i = 0; i < s->d; i++)
+            s->cells[k].pos[i] =
+                z[i] * pop_scale(&s->pop, i) + pop_mean(&s->pop, i);
+        s->cells[k].w = 0;
+        s->cells[k].n = 0;
+        memset(s->cells[k].sum, 0, sizeof(s->cells[k].sum));
+    }
+    sync_all(s);
+    names_refresh(s);
+    model_step(s, true);
+}
+
+/* ----------------------------------------------------------------- apply */
 
 static int seg_apply(void *self, const ps_event *ev, const ps_apply_ctx *ctx)
 {
     segments *s = self;
     seg_cust *c = ctx->cust_state;
-    uint32_t next_gen = ps_pipeline_generation(s->pipe) + 1;
+    double old_x[D_MAX], x[D_MAX];
 
-    if (c->n == 0 && c->segment == 0 && c->changed_gen == 0)
-        c->segment = -1; /* a zeroed slice: new customer */
-    if (ev->type == PS_PURCHASE && ev->has_amount) {
-        c->n += 1;
-        c->mean += (ev->amount - c->mean) / c->n;
-        double x[2], z[2];
-        x[F_AMOUNT] = c->mean;
-        x[F_COUNT] = c->n;
-        ps_welford_add(&s->feat[0], x[0]);
-        ps_welford_add(&s->feat[1], x[1]);
-        standardise(s, x, z);
-        bool was_ready = ps_kmeans_initialised(s->km);
-        int stepped = ps_kmeans_observe(s->km, z);
-        if (stepped < 0)
-            return PS_OK; /* non-finite: never for validated amounts */
-        if (stepped == 1)
-            ps_kmeans_name(s->km, F_AMOUNT, F_COUNT, s->names);
-        s->model_gen = next_gen;
-        if (!was_ready && ps_kmeans_initialised(s->km)) {
-            struct assign_all a = {s, (size_t)ps_pipeline_agg_index("segments")};
-            ps_pipeline_foreach(s->pipe, PS_KIND_CUSTOMER, assign_one, &a);
-        }
+    if (!c->seen) {
+        c->seen = 1;
+        c->segment = -1;
+        c->first_ts = c->last_ts = ev->ts;
+        c->last_purchase_ts = ev->ts;
     }
-    /* every event of a customer with features re-checks its segment: the
-     * centres move, and a customer who bought before the model existed
-     * gets one at its next event */
-    if (c->n > 0)
-        reassign(s, c, ctx->cust, ev);
+    bool had = has_features(c);
+    if (had)
+        features(s, c, old_x);
+
+    if (ev->ts < c->first_ts)
+        c->first_ts = ev->ts;
+    if (ev->ts > c->last_ts)
+        c->last_ts = ev->ts;
+    switch (ev->type) {
+    case PS_CLICK:
+        c->clicks++;
+        break;
+    case PS_WISHLIST:
+        c->wishlists++;
+        break;
+    case PS_PURCHASE:
+        if (ev->has_amount) {
+            if (c->n == 0 || ev->ts > c->last_purchase_ts)
+                c->last_purchase_ts = ev->ts;
+            c->n++;
+            c->mean += (ev->amount - c->mean) / c->n;
+            c->total += ev->amount;
+        }
+        break;
+    case PS_SPEND:
+        if (ev->has_amount)
+            c->total += ev->amount;
+        break;
+    default:
+        break;
+    }
+    if (!has_features(c))
+        return PS_OK;
+
+    features(s, c, x);
+    for (int i = 0; i < s->d; i++)
+        if (!isfinite(x[i]))
+            return PS_OK; /* never for validated events */
+    if (had)
+        pop_add(&s->pop, old_x, s->d, -1);
+    pop_add(&s->pop, x, s->d, +1);
+    s->model_gen = ps_pipeline_generation(s->pipe) + 1;
+    s->cause = ev;
+
+    if (!ps_kmeans_initialised(s->km)) {
+        double z[D_MAX];
+        standardise(s, x, z);
+        if (ps_kmeans_observe(s->km, z) == 1 && ps_kmeans_initialised(s->km))
+            model_start(s);
+    } else {
+        int to = nearest(s, x);
+        if (to >= 0)
+            move(s, c, ctx->cust, had ? old_x : x, x, to);
+        s->updates_since_sweep++;
+        if (++s->updates_since_step >= (uint64_t)s->conf.segments_batch)
+            model_step(s, false);
+    }
     if (ev->type == PS_PURCHASE && ev->has_amount && c->segment >= 0)
         ps_welford_add(&s->spend[c->segment], ev->amount);
+    s->cause = NULL;
     return PS_OK;
 }
+
+/* ---------------------------------------------------------------- output */
 
 static void seg_write_customer(void *self, const ps_entity *cust,
                                const void *state, ps_batch *b)
@@ -285,17 +752,14 @@ static void seg_write_shared(void *self, ps_batch *b)
             ps_batch_arg_i64(b, s->size_delta[k]);
             ps_batch_end(b);
         }
-        const double *z = ps_kmeans_centre(s->km, k);
         ps_batch_begin(b, "HSET");
         ps_batch_arg_key(b, "segment:", sid, NULL);
         ps_batch_arg_cstr(b, "name");
         ps_batch_arg_cstr(b, s->names[k] ? s->names[k] : "");
-        ps_batch_arg_cstr(b, "centroid_mean_amount");
-        ps_batch_arg_real(b, z[F_AMOUNT] * scale(&s->feat[0]) +
-                                 ps_welford_mean(&s->feat[0]));
-        ps_batch_arg_cstr(b, "centroid_purchases");
-        ps_batch_arg_real(b, z[F_COUNT] * scale(&s->feat[1]) +
-                                 ps_welford_mean(&s->feat[1]));
+        for (int i = 0; i < s->d; i++) {
+            ps_batch_arg_fmt(b, "centroid_%s", feature_names[s->feat[i]]);
+            ps_batch_arg_real(b, s->cells[k].pos[i]);
+        }
         ps_batch_arg_cstr(b, "spend_n");
         ps_batch_arg_real(b, ps_welford_count(&s->spend[k]));
         ps_batch_arg_cstr(b, "spend_mean");
@@ -317,6 +781,8 @@ static void seg_flushed(void *self)
     memset(s->size_delta, 0, sizeof(s->size_delta));
 }
 
+/* ----------------------------------------------------------- saved state */
+
 static int seg_save_state(void *self, ps_wbuf *w)
 {
     segments *s = self;
@@ -324,10 +790,29 @@ static int seg_save_state(void *self, ps_wbuf *w)
         return 0;
     ps_wbuf_u8(w, SEG_MODEL_VERSION);
     ps_wbuf_u32(w, (uint32_t)s->k);
-    ps_welford_save(&s->feat[0], w);
-    ps_welford_save(&s->feat[1], w);
-    for (int k = 0; k < s->k; k++)
+    ps_wbuf_u32(w, (uint32_t)s->d);
+    for (int i = 0; i < s->d; i++)
+        ps_wbuf_u8(w, (uint8_t)s->feat[i]);
+    ps_wbuf_f64(w, s->pop.n);
+    for (int i = 0; i < s->d; i++) {
+        ps_wbuf_f64(w, s->pop.shift[i]);
+        ps_wbuf_f64(w, s->pop.s1[i]);
+        ps_wbuf_f64(w, s->pop.s2[i]);
+    }
+    for (int k = 0; k < s->k; k++) {
+        const cell *c = &s->cells[k];
+        ps_wbuf_u64(w, (uint64_t)c->n);
+        ps_wbuf_f64(w, c->w);
+        for (int i = 0; i < s->d; i++) {
+            ps_wbuf_f64(w, c->sum[i]);
+            ps_wbuf_f64(w, c->pos[i]);
+        }
         ps_welford_save(&s->spend[k], w);
+    }
+    ps_wbuf_u64(w, s->updates_since_step);
+    ps_wbuf_u64(w, s->updates_since_sweep);
+    ps_wbuf_u64(w, s->sweeps);
+    ps_wbuf_u64(w, s->reseeds);
     ps_kmeans_save(s->km, w);
     return 1;
 }
@@ -336,32 +821,67 @@ static int seg_load_state(void *self, const void *blob, size_t len)
 {
     segments *s = self;
     ps_rbuf r;
-    uint8_t version;
-    uint32_t k;
+    uint8_t version, f;
+    uint32_t k, d;
+    uint64_t u;
     char err[128];
-
-    ps_welford feat[2], spend[PS_KMEANS_MAX_K];
+    popstat pop = {0};
+    cell cells[PS_KMEANS_MAX_K];
+    ps_welford spend[PS_KMEANS_MAX_K];
+    uint64_t counters[4];
 
     /* parse into temporaries: a rejected blob leaves the model as it was */
+    memset(cells, 0, sizeof(cells));
     ps_rbuf_init(&r, blob, len);
     if (ps_rbuf_u8(&r, &version) < 0 || version != SEG_MODEL_VERSION ||
-        ps_rbuf_u32(&r, &k) < 0 || (int)k != s->k)
+        ps_rbuf_u32(&r, &k) < 0 || (int)k != s->k ||
+        ps_rbuf_u32(&r, &d) < 0 || (int)d != s->d)
         return PS_ERR_STATE;
-    if (ps_welford_load(&feat[0], &r) < 0 || ps_welford_load(&feat[1], &r) < 0)
+    for (int i = 0; i < s->d; i++)
+        if (ps_rbuf_u8(&r, &f) < 0 || f != s->feat[i])
+            return PS_ERR_STATE; /* saved with other features */
+    if (ps_rbuf_f64(&r, &pop.n) < 0 || !(pop.n >= 0))
         return PS_ERR_STATE;
-    for (int i = 0; i < s->k; i++)
-        if (ps_welford_load(&spend[i], &r) < 0)
+    for (int i = 0; i < s->d; i++)
+        if (ps_rbuf_f64(&r, &pop.shift[i]) < 0 ||
+            ps_rbuf_f64(&r, &pop.s1[i]) < 0 || ps_rbuf_f64(&r, &pop.s2[i]) < 0)
+            return PS_ERR_STATE;
+    for (int j = 0; j < s->k; j++) {
+        if (ps_rbuf_u64(&r, &u) < 0 || u > INT64_MAX ||
+            ps_rbuf_f64(&r, &cells[j].w) < 0)
+            return PS_ERR_STATE;
+        cells[j].n = (int64_t)u;
+        for (int i = 0; i < s->d; i++)
+            if (ps_rbuf_f64(&r, &cells[j].sum[i]) < 0 ||
+                ps_rbuf_f64(&r, &cells[j].pos[i]) < 0 ||
+                !isfinite(cells[j].pos[i]))
+                return PS_ERR_STATE;
+        if (ps_welford_load(&spend[j], &r) < 0)
+            return PS_ERR_STATE;
+    }
+    for (int i = 0; i < 4; i++)
+        if (ps_rbuf_u64(&r, &counters[i]) < 0)
             return PS_ERR_STATE;
     ps_kmeans_t *km = ps_kmeans_load(&r, err, sizeof(err));
-    if (km == NULL || ps_rbuf_left(&r) != 0) {
+    if (km == NULL || ps_rbuf_left(&r) != 0 ||
+        ps_kmeans_conf_get(km)->k != s->k ||
+        ps_kmeans_conf_get(km)->d != s->d) {
         ps_kmeans_destroy(km);
         return PS_ERR_STATE;
     }
-    memcpy(s->feat, feat, sizeof(feat));
+    s->pop = pop;
+    memcpy(s->cells, cells, sizeof(cells));
     memcpy(s->spend, spend, (size_t)s->k * sizeof(spend[0]));
+    s->updates_since_step = counters[0];
+    s->updates_since_sweep = counters[1];
+    s->sweeps = counters[2];
+    s->reseeds = counters[3];
     ps_kmeans_destroy(s->km);
     s->km = km;
-    ps_kmeans_name(s->km, F_AMOUNT, F_COUNT, s->names);
+    if (ps_kmeans_initialised(s->km)) {
+        sync_all(s);
+        names_refresh(s);
+    }
     return PS_OK;
 }
 
@@ -372,9 +892,15 @@ static void seg_save_customer(void *self, const ps_entity *cust,
     (void)self;
     (void)cust;
     ps_wbuf_u8(w, SEG_STATE_VERSION);
-    ps_wbuf_f64(w, c->n);
-    ps_wbuf_f64(w, c->mean);
+    ps_wbuf_u32(w, c->n);
+    ps_wbuf_u32(w, c->clicks);
+    ps_wbuf_u32(w, c->wishlists);
     ps_wbuf_u32(w, (uint32_t)c->segment);
+    ps_wbuf_f64(w, c->mean);
+    ps_wbuf_f64(w, c->total);
+    ps_wbuf_u64(w, (uint64_t)c->first_ts);
+    ps_wbuf_u64(w, (uint64_t)c->last_ts);
+    ps_wbuf_u64(w, (uint64_t)c->last_purchase_ts);
 }
 
 static int seg_load_customer(void *self, ps_entity *cust, void *state,
@@ -384,17 +910,28 @@ static int seg_load_customer(void *self, ps_entity *cust, void *state,
     seg_cust *c = state;
     uint8_t version;
     uint32_t seg;
+    uint64_t t[3];
     (void)cust;
     if (ps_rbuf_u8(r, &version) < 0 || version != SEG_STATE_VERSION ||
-        ps_rbuf_f64(r, &c->n) < 0 || ps_rbuf_f64(r, &c->mean) < 0 ||
-        ps_rbuf_u32(r, &seg) < 0)
+        ps_rbuf_u32(r, &c->n) < 0 || ps_rbuf_u32(r, &c->clicks) < 0 ||
+        ps_rbuf_u32(r, &c->wishlists) < 0 || ps_rbuf_u32(r, &seg) < 0 ||
+        ps_rbuf_f64(r, &c->mean) < 0 || ps_rbuf_f64(r, &c->total) < 0 ||
+        ps_rbuf_u64(r, &t[0]) < 0 || ps_rbuf_u64(r, &t[1]) < 0 ||
+        ps_rbuf_u64(r, &t[2]) < 0)
         return PS_ERR_STATE;
     c->segment = (int32_t)seg;
-    if (c->segment < -1 || c->segment >= s->k || !(c->n >= 0))
+    c->first_ts = (int64_t)t[0];
+    c->last_ts = (int64_t)t[1];
+    c->last_purchase_ts = (int64_t)t[2];
+    if (c->segment < -1 || c->segment >= s->k || !isfinite(c->mean) ||
+        !isfinite(c->total))
         return PS_ERR_STATE;
-    c->changed_gen = 1; /* not zero: the slice is not new */
+    c->seen = 1;
+    c->changed_gen = 0;
     return PS_OK;
 }
+
+/* ---------------------------------------------------------------- public */
 
 int ps_segments_of(ps_pipeline *p, const ps_entity *cust)
 {
@@ -404,7 +941,7 @@ int ps_segments_of(ps_pipeline *p, const ps_entity *cust)
     if (index < 0)
         return -1;
     const seg_cust *c = ps_pipeline_slice(p, cust, (size_t)index);
-    if (c->n == 0 && c->segment == 0 && c->changed_gen == 0)
+    if (!c->seen)
         return -1; /* zeroed slice: not seen by this aggregate yet */
     return c->segment;
 }
@@ -429,8 +966,8 @@ const ps_aggregate_ops ps_agg_segments = {
     .write_customer = seg_write_customer,
     .write_shared = seg_write_shared,
     .flushed = seg_flushed,
-    .save_state = seg_save_state,
-    .load_state = seg_load_state,
     .save_customer = seg_save_customer,
     .load_customer = seg_load_customer,
+    .save_state = seg_save_state,
+    .load_state = seg_load_state,
 };

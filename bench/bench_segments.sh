@@ -23,8 +23,12 @@
 # BENCH_PARTITIONS (16), BENCH_BUILD_DIR (<repo>/build-bench),
 # BENCH_FORMAT (confluent), BENCH_FLUSH_MS (100), BENCH_RESTARTS (10, Lloyd
 # restarts), BENCH_RUN_ARGS (extra `propstream run` options, e.g.
-# "--segments-batch 512"), BENCH_KEEP=1 (keep the logs and the truth file
-# in the temporary directory).
+# "--segments-batch 512"), BENCH_FEATURES (k-means feature list, e.g.
+# "mean_amount,purchases,clicks": given to both `propstream run
+# --segments-features` and `segments_eval --features`; unset, a
+# --segments-features in BENCH_RUN_ARGS is passed on to segments_eval, else
+# both use their default mean_amount,purchases), BENCH_KEEP=1 (keep the
+# logs and the truth file in the temporary directory).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -37,7 +41,28 @@ format=${BENCH_FORMAT:-confluent}
 flush_ms=${BENCH_FLUSH_MS:-100}
 restarts=${BENCH_RESTARTS:-10}
 run_args=${BENCH_RUN_ARGS:-}
+features=${BENCH_FEATURES:-}
 topic=segments
+
+# The feature list segments_eval must rebuild is the one propstream runs
+# with: BENCH_FEATURES for both, else whatever BENCH_RUN_ARGS gives run.
+if [[ -n $features ]]; then
+    if [[ " $run_args " == *" --segments-features"[\ =]* ]]; then
+        printf 'bench: BENCH_FEATURES and --segments-features in BENCH_RUN_ARGS: give one\n' >&2
+        exit 2
+    fi
+    run_args="$run_args --segments-features $features"
+else
+    read -r -a _args <<<"$run_args"
+    for ((_i = 0; _i < ${#_args[@]}; _i++)); do
+        case ${_args[_i]} in
+        --segments-features=*) features=${_args[_i]#*=} ;;
+        --segments-features) features=${_args[_i + 1]:-} ;;
+        esac
+    done
+fi
+eval_args=()
+[[ -n $features ]] && eval_args=(--features "$features")
 
 work=$(mktemp -d /tmp/propstream-segbench.XXXXXX)
 broker_pid=""
@@ -123,7 +148,7 @@ if [[ $ps_in != "$records" ]]; then
 fi
 
 # --- evaluation ----------------------------------------------------------
-printf '\npropstream segments benchmark: %d customers, gen seed %d, %d records, %d partitions\n\n' \
-    "$customers" "$seed" "$records" "$partitions"
+printf '\npropstream segments benchmark: %d customers, gen seed %d, %d records, %d partitions, features %s\n\n' \
+    "$customers" "$seed" "$records" "$partitions" "${features:-mean_amount,purchases}"
 "$eval_bin" --truth "$work/truth.jsonl" --redis "127.0.0.1:$redis_port" \
-    --restarts "$restarts" | tee "$work/eval.out"
+    --restarts "$restarts" "${eval_args[@]}" | tee "$work/eval.out"

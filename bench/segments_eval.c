@@ -2,19 +2,33 @@
  * segments_eval.c -- how good are propstream's customer segments?
  *
  *   segments_eval --truth FILE --redis HOST:PORT [--prefix ps:]
- *                 [--restarts R] [--seed S] [--max-iter M]
+ *                 [--features LIST] [--restarts R] [--seed S] [--max-iter M]
  *
  * FILE is what `propstream gen --truth FILE` wrote: one JSON object per good
- * event, in emission order, with customer_id, type, amount and segment (the
- * customer's true latent segment).  From it every customer's features are
- * rebuilt exactly as aggregates/segments.c builds them: the number of
- * PURCHASE events with an amount, and the running mean of those amounts
- * (the same incremental update, in the same per-customer order).  Customers
- * without such a purchase have no segment in propstream and are left out.
+ * event, in emission order, with customer_id, type, amount, ts and segment
+ * (the customer's true latent segment).  From it every customer's features
+ * are rebuilt exactly as aggregates/segments.c builds them.  --features is
+ * the same comma list as `propstream run --segments-features` (default
+ * mean_amount,purchases; at most PS_KMEANS_MAX_D), with the same names and
+ * definitions, from the customer's state as of its latest event:
+ *   mean_amount   running mean of its PURCHASE amounts (the same
+ *                 incremental update, in the same per-customer order)
+ *   purchases     n, the number of PURCHASEs with an amount
+ *   recency_days  (last_ts - last_purchase_ts) / 1 day
+ *   frequency     n * 30 / max(1, (last_ts - first_ts) / 1 day)
+ *   total_spend   sum of PURCHASE and SPEND amounts
+ *   clicks, wishlists   event counts
+ *   conversion    n / max(1, clicks + wishlists)
+ * where first_ts / last_ts are the customer's smallest / largest event ts
+ * and last_purchase_ts the largest ts of its PURCHASEs with an amount.
+ * Customers without such a purchase have no segment in propstream and are
+ * left out.  The list must be the one propstream ran with: its centroids
+ * are read by these names.
  *
  * For each remaining customer, `segment` is read from {prefix}cust:{id}
- * (HMGET with purchases, pipelined), and the final centroids from {prefix}segment:{k}
- * (centroid_mean_amount, centroid_purchases, name).  Printed:
+ * (HMGET with purchases, pipelined), and the final centroids from
+ * {prefix}segment:{k} (centroid_{feature} for each feature, name).
+ * Printed:
  *   - the number of customers compared (and any without a segment in Redis,
  *     which are left out of everything below);
  *   - ARI(true segment, propstream segment) (ps_kmeans_ari), and a confusion
@@ -48,13 +62,140 @@
 
 #define MAX_TRUE 16   /* distinct true segment names */
 #define PIPE_CHUNK 1024
+#define D_MAX PS_KMEANS_MAX_D
+#define DAY_MS 86400000.0
 
+/* ---- features: names and definitions as in aggregates/segments.c ------ */
+
+enum feature {
+    F_MEAN_AMOUNT,
+    F_PURCHASES,
+    F_RECENCY,
+    F_FREQUENCY,
+    F_TOTAL,
+    F_CLICKS,
+    F_WISHLISTS,
+    F_CONVERSION,
+    F_KINDS
+};
+
+static const char *const feature_names[F_KINDS] = {
+    "mean_amount", "purchases", "recency_days", "frequency",
+    "total_spend", "clicks",    "wishlists",    "conversion"};
+
+static int nfeat;         /* d */
+static int feat[D_MAX];   /* feature kinds in order */
+
+/* The customer's raw feature inputs, kept exactly as segments.c keeps them
+ * (same types, same updates). */
 typedef struct cust {
     char *id;
-    double n;    /* purchases with an amount */
-    double mean; /* running mean of their amounts */
-    int truth;   /* index into true_names, -1 unknown */
+    uint32_t n;         /* purchases with an amount */
+    uint32_t clicks, wishlists;
+    uint32_t seen;      /* 1 once an event was seen */
+    double mean;        /* running mean of the purchase amounts */
+    double total;       /* purchase + spend amounts */
+    int64_t first_ts, last_ts, last_purchase_ts;
+    int truth;          /* index into true_names, -1 unknown */
 } cust;
+
+static int parse_features(const char *list)
+{
+    const char *p = list;
+    nfeat = 0;
+    while (*p != '\0') {
+        const char *e = strchr(p, ',');
+        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+        int kind = -1;
+        for (int i = 0; i < F_KINDS; i++)
+            if (strlen(feature_names[i]) == len &&
+                strncmp(feature_names[i], p, len) == 0)
+                kind = i;
+        if (kind < 0) {
+            fprintf(stderr,
+                    "segments_eval: --features: unknown feature '%.*s' "
+                    "(known: mean_amount, purchases, recency_days, "
+                    "frequency, total_spend, clicks, wishlists, "
+                    "conversion)\n",
+                    (int)len, p);
+            return -1;
+        }
+        for (int i = 0; i < nfeat; i++)
+            if (feat[i] == kind) {
+                fprintf(stderr,
+                        "segments_eval: --features: '%s' listed twice\n",
+                        feature_names[kind]);
+                return -1;
+            }
+        if (nfeat == D_MAX) {
+            fprintf(stderr, "segments_eval: --features: at most %d\n",
+                    D_MAX);
+            return -1;
+        }
+        feat[nfeat++] = kind;
+        p += len;
+        if (*p == ',')
+            p++;
+    }
+    if (nfeat == 0) {
+        fprintf(stderr, "segments_eval: --features: empty list\n");
+        return -1;
+    }
+    return 0;
+}
+
+static int needs_ts(void)
+{
+    for (int i = 0; i < nfeat; i++)
+        if (feat[i] == F_RECENCY || feat[i] == F_FREQUENCY)
+            return 1;
+    return 0;
+}
+
+/* segments.c's features(), verbatim but for the feature list. */
+static void features(const cust *c, double *x)
+{
+    for (int i = 0; i < nfeat; i++) {
+        double v = 0;
+        switch (feat[i]) {
+        case F_MEAN_AMOUNT:
+            v = c->mean;
+            break;
+        case F_PURCHASES:
+            v = c->n;
+            break;
+        case F_RECENCY:
+            v = (double)(c->last_ts - c->last_purchase_ts) / DAY_MS;
+            break;
+        case F_FREQUENCY: {
+            double days = (double)(c->last_ts - c->first_ts) / DAY_MS;
+            v = c->n * 30.0 / (days > 1 ? days : 1);
+            break;
+        }
+        case F_TOTAL:
+            v = c->total;
+            break;
+        case F_CLICKS:
+            v = c->clicks;
+            break;
+        case F_WISHLISTS:
+            v = c->wishlists;
+            break;
+        case F_CONVERSION: {
+            double tries = (double)c->clicks + c->wishlists;
+            v = c->n / (tries > 1 ? tries : 1);
+            break;
+        }
+        }
+        x[i] = v;
+    }
+}
+
+/* Money-valued features print with 2 decimals, the others with 4. */
+static int feature_decimals(int kind)
+{
+    return kind == F_MEAN_AMOUNT || kind == F_TOTAL ? 2 : 4;
+}
 
 /* ---- customer table: open addressing on the id ------------------------ */
 
@@ -115,7 +256,11 @@ static cust *cust_get(const char *id)
     if (c->id == NULL)
         return NULL;
     c->n = 0;
+    c->clicks = c->wishlists = 0;
+    c->seen = 0;
     c->mean = 0;
+    c->total = 0;
+    c->first_ts = c->last_ts = c->last_purchase_ts = 0;
     c->truth = -1;
     slots[h] = ++ncust;
     return c;
@@ -157,6 +302,7 @@ static int read_truth(const char *path, size_t *lines_out,
     size_t cap = 0, lineno = 0, purchases = 0;
     ssize_t len;
     int rc = 0;
+    const int want_ts = needs_ts();
     while ((len = getline(&line, &cap, fp)) >= 0) {
         lineno++;
         if (len <= 1)
@@ -174,6 +320,7 @@ static int read_truth(const char *path, size_t *lines_out,
         const char *type = json_string_value(json_object_get(o, "type"));
         const char *seg = json_string_value(json_object_get(o, "segment"));
         json_t *amount = json_object_get(o, "amount");
+        json_t *jts = json_object_get(o, "ts");
         if (id == NULL || type == NULL || seg == NULL) {
             fprintf(stderr,
                     "segments_eval: %s:%zu: customer_id, type or segment "
@@ -183,6 +330,17 @@ static int read_truth(const char *path, size_t *lines_out,
             rc = -1;
             break;
         }
+        if (want_ts && !json_is_integer(jts)) {
+            fprintf(stderr,
+                    "segments_eval: %s:%zu: ts missing or not an integer "
+                    "(needed by recency_days / frequency)\n",
+                    path, lineno);
+            json_decref(o);
+            rc = -1;
+            break;
+        }
+        int64_t ts = json_is_integer(jts) ? (int64_t)json_integer_value(jts)
+                                          : 0;
         cust *c = cust_get(id);
         if (c == NULL) {
             fprintf(stderr, "segments_eval: out of memory\n");
@@ -201,11 +359,33 @@ static int read_truth(const char *path, size_t *lines_out,
             break;
         }
         c->truth = t;
-        if (strcmp(type, "PURCHASE") == 0 && json_is_number(amount)) {
-            /* exactly segments.c's update */
-            c->n += 1;
-            c->mean += (json_number_value(amount) - c->mean) / c->n;
-            purchases++;
+        /* exactly segments.c's seg_apply updates */
+        if (!c->seen) {
+            c->seen = 1;
+            c->first_ts = c->last_ts = ts;
+            c->last_purchase_ts = ts;
+        }
+        if (ts < c->first_ts)
+            c->first_ts = ts;
+        if (ts > c->last_ts)
+            c->last_ts = ts;
+        if (strcmp(type, "CLICK") == 0) {
+            c->clicks++;
+        } else if (strcmp(type, "WISHLIST") == 0) {
+            c->wishlists++;
+        } else if (strcmp(type, "PURCHASE") == 0) {
+            if (json_is_number(amount)) {
+                double a = json_number_value(amount);
+                if (c->n == 0 || ts > c->last_purchase_ts)
+                    c->last_purchase_ts = ts;
+                c->n++;
+                c->mean += (a - c->mean) / c->n;
+                c->total += a;
+                purchases++;
+            }
+        } else if (strcmp(type, "SPEND") == 0) {
+            if (json_is_number(amount))
+                c->total += json_number_value(amount);
         }
         json_decref(o);
     }
@@ -240,37 +420,54 @@ static int parse_reply_double(const redisReply *r, double *out)
 static int read_centroids(redisContext *rc, const char *prefix,
                           double *centroids, char names[][PS_KMEANS_NAME_MAX])
 {
+    char fields[D_MAX][64], key[512];
+    const char *argv[D_MAX + 3];
+    int argc = 0;
+    argv[argc++] = "HMGET";
+    argv[argc++] = key;
+    for (int f = 0; f < nfeat; f++) {
+        snprintf(fields[f], sizeof(fields[f]), "centroid_%s",
+                 feature_names[feat[f]]);
+        argv[argc++] = fields[f];
+    }
+    argv[argc++] = "name";
     int k = 0;
     for (; k < PS_KMEANS_MAX_K; k++) {
-        redisReply *r = redisCommand(
-            rc, "HMGET %ssegment:%d centroid_mean_amount centroid_purchases "
-                "name",
-            prefix, k);
+        snprintf(key, sizeof(key), "%ssegment:%d", prefix, k);
+        redisReply *r = redisCommandArgv(rc, argc, argv, NULL);
         if (r == NULL) {
             fprintf(stderr, "segments_eval: redis: %s\n", rc->errstr);
             return -1;
         }
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        if (r->type != REDIS_REPLY_ARRAY ||
+            r->elements != (size_t)nfeat + 1) {
             fprintf(stderr, "segments_eval: redis: HMGET %ssegment:%d: %s\n",
                     prefix, k,
                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
             freeReplyObject(r);
             return -1;
         }
-        if (r->element[0]->type == REDIS_REPLY_NIL) {
+        int nil = 0;
+        for (int f = 0; f < nfeat; f++)
+            nil += r->element[f]->type == REDIS_REPLY_NIL;
+        if (nil == nfeat) {
             freeReplyObject(r);
             break;
         }
-        if (parse_reply_double(r->element[0], &centroids[2 * k]) < 0 ||
-            parse_reply_double(r->element[1], &centroids[2 * k + 1]) < 0) {
-            fprintf(stderr, "segments_eval: %ssegment:%d: bad centroid\n",
-                    prefix, k);
-            freeReplyObject(r);
-            return -1;
-        }
-        if (r->element[2]->type == REDIS_REPLY_STRING &&
-            r->element[2]->len > 0)
-            snprintf(names[k], PS_KMEANS_NAME_MAX, "%s", r->element[2]->str);
+        for (int f = 0; f < nfeat; f++)
+            if (parse_reply_double(r->element[f],
+                                   &centroids[nfeat * k + f]) < 0) {
+                fprintf(stderr,
+                        "segments_eval: %ssegment:%d: bad or missing %s "
+                        "(was propstream run with --segments-features "
+                        "matching --features?)\n",
+                        prefix, k, fields[f]);
+                freeReplyObject(r);
+                return -1;
+            }
+        const redisReply *rn = r->element[nfeat];
+        if (rn->type == REDIS_REPLY_STRING && rn->len > 0)
+            snprintf(names[k], PS_KMEANS_NAME_MAX, "%s", rn->str);
         else
             snprintf(names[k], PS_KMEANS_NAME_MAX, "seg%d", k);
         freeReplyObject(r);
@@ -392,13 +589,19 @@ static void usage(FILE *fp)
     fprintf(fp,
             "usage: segments_eval --truth FILE --redis HOST:PORT "
             "[--prefix ps:]\n"
-            "                     [--restarts 10] [--seed 1] "
-            "[--max-iter 300]\n");
+            "                     [--features mean_amount,purchases] "
+            "[--restarts 10]\n"
+            "                     [--seed 1] [--max-iter 300]\n"
+            "features: mean_amount, purchases, recency_days, frequency, "
+            "total_spend,\n"
+            "          clicks, wishlists, conversion (as "
+            "--segments-features)\n");
 }
 
 int main(int argc, char **argv)
 {
     const char *truth_path = NULL, *redis_addr = NULL, *prefix = "ps:";
+    const char *feature_list = "mean_amount,purchases";
     int restarts = 10, max_iter = 300;
     uint64_t seed = 1;
 
@@ -419,6 +622,8 @@ int main(int argc, char **argv)
             redis_addr = v;
         else if (strcmp(a, "--prefix") == 0)
             prefix = v;
+        else if (strcmp(a, "--features") == 0)
+            feature_list = v;
         else if (strcmp(a, "--restarts") == 0)
             restarts = atoi(v);
         else if (strcmp(a, "--max-iter") == 0)
@@ -446,6 +651,9 @@ int main(int argc, char **argv)
     }
     memcpy(host, redis_addr, hlen);
     host[hlen] = '\0';
+    if (parse_features(feature_list) < 0)
+        return 2;
+    const int d = nfeat;
 
     /* features */
     size_t lines = 0, purchases = 0;
@@ -469,13 +677,17 @@ int main(int argc, char **argv)
                 rc ? rc->errstr : "out of memory");
         return 1;
     }
-    double pcent[PS_KMEANS_MAX_K * 2];
+    double pcent[PS_KMEANS_MAX_K * D_MAX];
     char pnames[PS_KMEANS_MAX_K][PS_KMEANS_NAME_MAX];
     int k = read_centroids(rc, prefix, pcent, pnames);
     if (k < 0)
         return 1;
     if (k == 0) {
-        fprintf(stderr, "segments_eval: no %ssegment:0 in Redis\n", prefix);
+        fprintf(stderr,
+                "segments_eval: no %ssegment:0 with centroids for --features "
+                "%s in Redis (was propstream run with the same "
+                "--segments-features?)\n",
+                prefix, feature_list);
         return 1;
     }
     int *seg_all = malloc((ncmp ? ncmp : 1) * sizeof(int));
@@ -494,7 +706,7 @@ int main(int argc, char **argv)
     int *truth = malloc((ncmp ? ncmp : 1) * sizeof(int));
     int *seg = malloc((ncmp ? ncmp : 1) * sizeof(int));
     int *lloyd = malloc((ncmp ? ncmp : 1) * sizeof(int));
-    double *x = malloc((ncmp ? ncmp : 1) * 2 * sizeof(double));
+    double *x = malloc((ncmp ? ncmp : 1) * (size_t)d * sizeof(double));
     if (truth == NULL || seg == NULL || lloyd == NULL || x == NULL)
         return 1;
     for (size_t i = 0; i < ncmp; i++) {
@@ -507,8 +719,7 @@ int main(int argc, char **argv)
         }
         truth[n] = cmp[i]->truth;
         seg[n] = seg_all[i];
-        x[2 * n] = cmp[i]->mean;
-        x[2 * n + 1] = cmp[i]->n;
+        features(cmp[i], &x[(size_t)d * n]);
         n++;
     }
     printf("customers compared: %zu", n);
@@ -522,13 +733,13 @@ int main(int argc, char **argv)
     }
 
     /* standardise with the final mean and sample std of the final features */
-    double mu[2] = {0, 0}, sd[2] = {0, 0};
-    for (int f = 0; f < 2; f++) {
+    double mu[D_MAX] = {0}, sd[D_MAX] = {0};
+    for (int f = 0; f < d; f++) {
         double m = 0, m2 = 0;
         for (size_t i = 0; i < n; i++) {
-            double d = x[2 * i + f] - m;
-            m += d / (double)(i + 1);
-            m2 += d * (x[2 * i + f] - m);
+            double dx = x[(size_t)d * i + f] - m;
+            m += dx / (double)(i + 1);
+            m2 += dx * (x[(size_t)d * i + f] - m);
         }
         mu[f] = m;
         sd[f] = sqrt(m2 / (double)(n - 1));
@@ -536,12 +747,12 @@ int main(int argc, char **argv)
             sd[f] = 1.0;
     }
     for (size_t i = 0; i < n; i++)
-        for (int f = 0; f < 2; f++)
-            x[2 * i + f] = (x[2 * i + f] - mu[f]) / sd[f];
-    double zc[PS_KMEANS_MAX_K * 2];
+        for (int f = 0; f < d; f++)
+            x[(size_t)d * i + f] = (x[(size_t)d * i + f] - mu[f]) / sd[f];
+    double zc[PS_KMEANS_MAX_K * D_MAX];
     for (int j = 0; j < k; j++)
-        for (int f = 0; f < 2; f++)
-            zc[2 * j + f] = (pcent[2 * j + f] - mu[f]) / sd[f];
+        for (int f = 0; f < d; f++)
+            zc[d * j + f] = (pcent[d * j + f] - mu[f]) / sd[f];
 
     /* ARI and confusion */
     double ari = ps_kmeans_ari(truth, seg, n);
@@ -549,15 +760,15 @@ int main(int argc, char **argv)
     confusion("confusion", truth, seg, n, k, pnames);
 
     /* inertia */
-    double in_ps = ps_kmeans_inertia_of(zc, k, 2, x, n);
+    double in_ps = ps_kmeans_inertia_of(zc, k, d, x, n);
     double in_ps_lab = 0;
     for (size_t i = 0; i < n; i++)
-        for (int f = 0; f < 2; f++) {
-            double d = x[2 * i + f] - zc[2 * seg[i] + f];
-            in_ps_lab += d * d;
+        for (int f = 0; f < d; f++) {
+            double dx = x[(size_t)d * i + f] - zc[d * seg[i] + f];
+            in_ps_lab += dx * dx;
         }
-    double lcent[PS_KMEANS_MAX_K * 2], in_ll = NAN;
-    int lrc = ps_kmeans_lloyd(x, n, 2, k, max_iter, restarts, seed, lcent,
+    double lcent[PS_KMEANS_MAX_K * D_MAX], in_ll = NAN;
+    int lrc = ps_kmeans_lloyd(x, n, d, k, max_iter, restarts, seed, lcent,
                               lloyd, &in_ll);
     if (lrc != PS_OK) {
         fprintf(stderr, "segments_eval: ps_kmeans_lloyd: %s\n",
@@ -568,22 +779,37 @@ int main(int argc, char **argv)
     double ari_ll_ps = ps_kmeans_ari(seg, lloyd, n);
     double ratio = in_ps / in_ll;
 
-    printf("\nfeatures: mean PURCHASE amount, number of PURCHASEs with an "
-           "amount;\nstandardised with their final mean and sample std over "
-           "the %zu customers:\n  amount mean %.2f std %.2f; purchases mean "
-           "%.4f std %.4f\n",
-           n, mu[0], sd[0], mu[1], sd[1]);
+    printf("\nfeatures (%d):", d);
+    for (int f = 0; f < d; f++)
+        printf("%s %s", f ? "," : "", feature_names[feat[f]]);
+    printf(";\nstandardised with their final mean and sample std over the "
+           "%zu customers:\n",
+           n);
+    for (int f = 0; f < d; f++) {
+        int p = feature_decimals(feat[f]);
+        printf("  %-14s mean %.*f std %.*f\n", feature_names[feat[f]], p,
+               mu[f], p, sd[f]);
+    }
     printf("(propstream's own scaler is a running mean/std over every feature "
            "vector it\n observed; its centroids are read in original units and "
            "re-standardised here)\n");
-    printf("\n%-34s %14s %14s %12s\n", "centroids (original units)",
-           "mean amount", "purchases", "inertia");
-    for (int j = 0; j < k; j++)
-        printf("  propstream %d:%-18s %14.2f %14.4f\n", j, pnames[j],
-               pcent[2 * j], pcent[2 * j + 1]);
-    for (int j = 0; j < k; j++)
-        printf("  Lloyd L%-25d %14.2f %14.4f\n", j,
-               lcent[2 * j] * sd[0] + mu[0], lcent[2 * j + 1] * sd[1] + mu[1]);
+    printf("\n%-34s", "centroids (original units)");
+    for (int f = 0; f < d; f++)
+        printf(" %14s", feature_names[feat[f]]);
+    printf("\n");
+    for (int j = 0; j < k; j++) {
+        printf("  propstream %d:%-18s", j, pnames[j]);
+        for (int f = 0; f < d; f++)
+            printf(" %14.*f", feature_decimals(feat[f]), pcent[d * j + f]);
+        printf("\n");
+    }
+    for (int j = 0; j < k; j++) {
+        printf("  Lloyd L%-25d", j);
+        for (int f = 0; f < d; f++)
+            printf(" %14.*f", feature_decimals(feat[f]),
+                   lcent[d * j + f] * sd[f] + mu[f]);
+        printf("\n");
+    }
     printf("\ninertia, propstream centroids (nearest-centre) %14.3f\n", in_ps);
     printf("inertia, propstream centroids (stored labels)  %14.3f\n",
            in_ps_lab);

@@ -67,6 +67,7 @@ typedef struct seen {
     char names[3][24];
     int triggers;
     int moves_by[NCUST];
+    double cent_amount[3], cent_count[3];
 } seen;
 
 static void read_flush(const ps_batch *b, seen *sn)
@@ -84,11 +85,17 @@ static void read_flush(const ps_batch *b, seen *sn)
             strcmp(argv[2], "size") == 0)
             sn->size[k] += strtoll(argv[3], NULL, 10);
         if (strcmp(argv[0], "HSET") == 0 &&
-            sscanf(argv[1], "ps:segment:%d", &k) == 1)
-            for (size_t a = 2; a + 1 < argc; a += 2)
+            sscanf(argv[1], "ps:segment:%d", &k) == 1) {
+            for (size_t a = 2; a + 1 < argc; a += 2) {
                 if (strcmp(argv[a], "name") == 0)
                     snprintf(sn->names[k], sizeof(sn->names[k]), "%s",
                              argv[a + 1]);
+                else if (strcmp(argv[a], "centroid_mean_amount") == 0)
+                    sn->cent_amount[k] = strtod(argv[a + 1], NULL);
+                else if (strcmp(argv[a], "centroid_purchases") == 0)
+                    sn->cent_count[k] = strtod(argv[a + 1], NULL);
+            }
+        }
         int c;
         if (strcmp(argv[0], "HSET") == 0 &&
             sscanf(argv[1], "ps:cust:c%d", &c) == 1)
@@ -124,6 +131,7 @@ static void test_segments(void **state)
     assert_non_null(p);
 
     int seq = 0;
+    static double n_of[NCUST], mean_of[NCUST]; /* features, recomputed */
     /* rounds of purchases: vip buy every round, regular every third,
      * premium in the first two rounds only */
     for (int round = 0; round < 12; round++) {
@@ -136,6 +144,8 @@ static void test_segments(void **state)
             double amount = mean + sd * (rnd01() + rnd01() + rnd01() - 1.5);
             seq++;
             buy(p, i, seq, amount, 1000 + seq);
+            n_of[i] += 1;
+            mean_of[i] += (amount - mean_of[i]) / n_of[i];
         }
         ps_batch_clear(b);
         ps_pipeline_write(p, b);
@@ -166,6 +176,24 @@ static void test_segments(void **state)
         assert_int_equal(sn.size[k], n);
     }
     assert_int_equal(sn.size[0] + sn.size[1] + sn.size[2], NCUST);
+    /* every centroid is the exact mean of its current members' features
+     * (one point per customer, not per purchase) */
+    for (int k = 0; k < 3; k++) {
+        double n = 0, sa = 0, sc = 0;
+        for (int i = 0; i < NCUST; i++)
+            if (sn.cust_seg[i] == k) {
+                n++;
+                sa += mean_of[i];
+                sc += n_of[i];
+            }
+        assert_true(n > 0);
+        double want_a = sa / n, want_c = sc / n;
+        if (fabs(sn.cent_amount[k] - want_a) > 1e-6 * want_a ||
+            fabs(sn.cent_count[k] - want_c) > 1e-6 * want_c)
+            fail_msg("segment %d centroid (%.6f, %.6f), members' mean "
+                     "(%.6f, %.6f)",
+                     k, sn.cent_amount[k], sn.cent_count[k], want_a, want_c);
+    }
     /* triggers: one per move; a move is any change after the first
      * assignment, so sizes only balance if each had exactly one */
     int moved = 0;
@@ -213,10 +241,140 @@ static void test_segments(void **state)
     ps_pipeline_destroy(p);
 }
 
+/* Bad feature lists and names are refused with a message naming the
+ * option; good ones publish centroid_{feature} and the custom names. */
+static void test_config(void **state)
+{
+    (void)state;
+    char err[256];
+    ps_agg_conf conf;
+    static const struct {
+        const char *features, *names, *needle;
+    } bad[] = {
+        {"mean_amount,bogus", NULL, "--segments-features"},
+        {"clicks,clicks", NULL, "twice"},
+        {"", NULL, "--segments-features"},
+        {"mean_amount,purchases", "a,b", "--segments-names"},
+        {"mean_amount,purchases", "a,b,c,d", "--segments-names"},
+        {"mean_amount,purchases", "a,,c", "--segments-names"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ps_agg_conf_defaults(&conf);
+        conf.segments_features = bad[i].features;
+        conf.segments_names = bad[i].names;
+        err[0] = '\0';
+        ps_pipeline *p = ps_pipeline_new(&conf, err, sizeof(err));
+        assert_null(p);
+        if (strstr(err, bad[i].needle) == NULL)
+            fail_msg("case %zu: error \"%s\" lacks \"%s\"", i, err,
+                     bad[i].needle);
+    }
+
+    ps_agg_conf_defaults(&conf);
+    conf.segments_features = "clicks,mean_amount,purchases,total_spend";
+    conf.segments_names = "gold,silver,bronze";
+    conf.segments_batch = 16;
+    ps_pipeline *p = ps_pipeline_new(&conf, err, sizeof(err));
+    assert_non_null(p);
+    int seq = 0;
+    for (int round = 0; round < 4; round++)
+        for (int i = 0; i < 60; i++) {
+            int g = group_of(i);
+            if (g == 2 && round > 0)
+                continue;
+            double amount = g == 0 ? 50000 : g == 1 ? 40000 : 60000;
+            seq++;
+            buy(p, i, seq, amount + 10 * i, 1000 + seq);
+        }
+    ps_batch *b = ps_batch_new("ps:");
+    ps_pipeline_write(p, b);
+    const char *argv[64];
+    size_t lens[64];
+    int with_fields = 0, named[3] = {0};
+    for (size_t i = 0; i < ps_batch_count(b); i++) {
+        size_t argc = ps_batch_argc(b, i);
+        if (argc > 64)
+            continue;
+        ps_batch_argv(b, i, argv, lens);
+        int k;
+        if (strcmp(argv[0], "HSET") != 0 ||
+            sscanf(argv[1], "ps:segment:%d", &k) != 1)
+            continue;
+        int f = 0;
+        for (size_t a = 2; a + 1 < argc; a += 2) {
+            f += strcmp(argv[a], "centroid_clicks") == 0 ||
+                 strcmp(argv[a], "centroid_mean_amount") == 0 ||
+                 strcmp(argv[a], "centroid_purchases") == 0 ||
+                 strcmp(argv[a], "centroid_total_spend") == 0;
+            if (strcmp(argv[a], "name") == 0) {
+                named[0] += strcmp(argv[a + 1], "gold") == 0;
+                named[1] += strcmp(argv[a + 1], "silver") == 0;
+                named[2] += strcmp(argv[a + 1], "bronze") == 0;
+            }
+        }
+        with_fields += f == 4;
+    }
+    assert_int_equal(with_fields, 3);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(named[i], 1);
+    ps_batch_destroy(b);
+    ps_pipeline_destroy(p);
+}
+
+/* With a half-life the centre follows recent points; without, it is the
+ * mean of all members.  k = 1: 100 customers buy at 40,000, then 100 at
+ * 60,000. */
+static double one_centre(double half_life)
+{
+    char err[256];
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.segments_k = 1;
+    conf.segments_batch = 16;
+    conf.segments_half_life = half_life;
+    ps_pipeline *p = ps_pipeline_new(&conf, err, sizeof(err));
+    assert_non_null(p);
+    for (int i = 0; i < 200; i++)
+        buy(p, i, i + 1, i < 100 ? 40000 : 60000, 1000 + i);
+    ps_batch *b = ps_batch_new("ps:");
+    ps_pipeline_write(p, b);
+    double c = NAN;
+    const char *argv[64];
+    size_t lens[64];
+    for (size_t i = 0; i < ps_batch_count(b); i++) {
+        size_t argc = ps_batch_argc(b, i);
+        if (argc > 64)
+            continue;
+        ps_batch_argv(b, i, argv, lens);
+        if (strcmp(argv[0], "HSET") == 0 &&
+            strcmp(argv[1], "ps:segment:0") == 0)
+            for (size_t a = 2; a + 1 < argc; a += 2)
+                if (strcmp(argv[a], "centroid_mean_amount") == 0)
+                    c = strtod(argv[a + 1], NULL);
+    }
+    ps_batch_destroy(b);
+    ps_pipeline_destroy(p);
+    return c;
+}
+
+static void test_forgetting(void **state)
+{
+    (void)state;
+    double exact = one_centre(0), forget = one_centre(10);
+    printf("one centre: exact %.2f, half-life 10 points %.2f\n", exact,
+           forget);
+    assert_true(fabs(exact - 50000) < 1e-6);
+    /* after 100 points at 60,000 with half-life 10, the weight of the
+     * older ones is 0.5^10 of theirs: the centre is within 0.1 % of it */
+    assert_true(forget > 59940 && forget <= 60000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_segments),
+        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_forgetting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
