@@ -9,7 +9,8 @@
  *   purchases     number of PURCHASEs with an amount
  *   recency_days  days from its last purchase to its latest event
  *   frequency     purchases per 30 days of tenure (first to latest event,
- *                 at least one day)
+ *                 at least 30 days, so a newcomer's frequency is its
+ *                 purchase count rather than an extrapolated outlier)
  *   total_spend   sum of PURCHASE and SPEND amounts
  *   clicks, wishlists   event counts
  *   conversion    purchases / max(1, clicks + wishlists)
@@ -38,9 +39,12 @@
  *     standardised centres are refreshed, and when enough updates have
  *     accumulated since the last sweep (at least a quarter of the members)
  *     every customer in memory is re-assigned to its nearest centre (a
- *     Lloyd pass, amortised O(1) per event); a centre left empty is
- *     reseeded at the member farthest from its centre (that customer moves
- *     to it); then the centres are re-named.
+ *     Lloyd pass, amortised O(1) per event); a centre left empty or dying
+ *     (fewer than 1/(20k) of the members) is reseeded by splitting the
+ *     largest cell: the dying cell's members in memory go to their nearest
+ *     other centres and a typical member of the largest cell (at its mean
+ *     squared distance from the centre, not an outlier) moves to it; then
+ *     the centres are re-named.
  * Everything is deterministic given the configuration and event order.
  *
  * Assignment and triggers.  Every move of a customer from one segment to
@@ -129,6 +133,8 @@ typedef struct cell {
     double sum[D_MAX]; /* of members' vectors (exact mode) */
     double pos[D_MAX]; /* centre in original units */
     double w;          /* decayed weight (forgetting mode) */
+    double ms;         /* mean squared standardised distance of the members
+                          in memory to the centre, at the last sweep */
     int64_t n;         /* members, exact */
 } cell;
 
@@ -273,7 +279,7 @@ static void features(const segments *s, const seg_cust *c, double *x)
             break;
         case F_FREQUENCY: {
             double days = (double)(c->last_ts - c->first_ts) / DAY_MS;
-            v = c->n * 30.0 / (days > 1 ? days : 1);
+            v = c->n * 30.0 / (days > 30 ? days : 30);
             break;
         }
         case F_TOTAL:
@@ -526,12 +532,20 @@ static int nearest(const segments *s, const double *x)
 }
 
 /* A sweep: every customer in memory with features goes to its nearest
- * centre (one Lloyd pass over what is in memory); the member farthest from
- * its centre is remembered to reseed an empty cell. */
+ * centre (one Lloyd pass over what is in memory).  Per cell it also
+ * measures the mean squared distance of the members to the centre and
+ * picks a "typical" member, the one whose squared distance is closest to
+ * that of the previous sweep: where a dying centre is reseeded when its
+ * cell is the largest (splitting it, rather than starting at an outlier,
+ * which would only make another tiny cell). */
 typedef struct sweep {
     segments *s;
-    ps_entity *far_cust;
-    double far_d;
+    int only;      /* >= 0: visit only members of this cell */
+    double ms[PS_KMEANS_MAX_K];      /* previous mean squared distance */
+    double sum_d2[PS_KMEANS_MAX_K];  /* this sweep's */
+    double seen[PS_KMEANS_MAX_K];
+    ps_entity *typical[PS_KMEANS_MAX_K];
+    double typical_gap[PS_KMEANS_MAX_K];
 } sweep;
 
 static void sweep_one(void *opaque, ps_entity *cust)
@@ -539,7 +553,8 @@ static void sweep_one(void *opaque, ps_entity *cust)
     sweep *w = opaque;
     segments *s = w->s;
     seg_cust *c = ps_pipeline_slice(s->pipe, cust, s->me);
-    if (!c->seen || !has_features(c))
+    if (!c->seen || !has_features(c) ||
+        (w->only >= 0 && c->segment != w->only))
         return;
     double x[D_MAX], z[D_MAX];
     features(s, c, x);
@@ -563,32 +578,61 @@ static void sweep_one(void *opaque, ps_entity *cust)
     double d2 = 0;
     for (int i = 0; i < s->d; i++)
         d2 += (z[i] - ctr[i]) * (z[i] - ctr[i]);
-    if (w->far_cust == NULL || d2 > w->far_d) {
-        w->far_cust = cust;
-        w->far_d = d2;
+    w->sum_d2[k] += d2;
+    w->seen[k] += 1;
+    double gap = fabs(d2 - w->ms[k]);
+    if (w->typical[k] == NULL || gap < w->typical_gap[k]) {
+        w->typical[k] = cust;
+        w->typical_gap[k] = gap;
     }
 }
 
-static void reseed_empty(segments *s, sweep *w)
+/* An empty cell, or a dying one (fewer than 1/(20k) of the members once
+ * there are at least 100k), is reseeded at a typical member of the
+ * largest cell; the dying cell's members in memory first go to their
+ * nearest other centres.  At most one reseed per sweep. */
+static void reseed_dying(segments *s, sweep *w)
 {
+    int64_t members = 0;
+    int largest = 0;
     for (int k = 0; k < s->k; k++) {
-        if (s->cells[k].n > 0 || w->far_cust == NULL)
-            continue;
-        seg_cust *c = ps_pipeline_slice(s->pipe, w->far_cust, s->me);
-        if (c->segment < 0 || s->cells[c->segment].n < 2)
-            return; /* nothing to take without emptying another cell */
-        double x[D_MAX];
-        features(s, c, x);
-        memcpy(s->cells[k].pos, x, sizeof(double) * (size_t)s->d);
-        s->cells[k].w = 0;
-        move(s, c, w->far_cust, x, x, k);
-        s->reseeds++;
-        w->far_cust = NULL; /* one per sweep: the next sweep finds another */
+        members += s->cells[k].n;
+        if (s->cells[k].n > s->cells[largest].n)
+            largest = k;
     }
+    int dying = -1;
+    for (int k = 0; k < s->k && dying < 0; k++)
+        if (k != largest &&
+            (s->cells[k].n == 0 ||
+             (members >= 100 * s->k && s->cells[k].n * 20 * s->k < members)))
+            dying = k;
+    if (dying < 0 || w->typical[largest] == NULL ||
+        s->cells[largest].n < 2)
+        return;
+    if (s->cells[dying].n > 0) {
+        /* park the dying centre out of reach; its members in memory move */
+        double far[D_MAX];
+        for (int i = 0; i < s->d; i++)
+            far[i] = 1e150;
+        ps_kmeans_set_centre(s->km, dying, far, 0);
+        sweep away = {.s = s, .only = dying};
+        ps_pipeline_foreach(s->pipe, PS_KIND_CUSTOMER, sweep_one, &away);
+    }
+    ps_entity *cust = w->typical[largest];
+    seg_cust *c = ps_pipeline_slice(s->pipe, cust, s->me);
+    if (c->segment != largest)
+        return; /* it moved meanwhile: the next sweep tries again */
+    double x[D_MAX];
+    features(s, c, x);
+    if (s->cells[dying].n == 0)
+        memcpy(s->cells[dying].pos, x, sizeof(double) * (size_t)s->d);
+    s->cells[dying].w = 0;
+    move(s, c, cust, x, x, dying);
+    s->reseeds++;
 }
 
-/* A model step: fresh standardised centres, a sweep when due, empty cells
- * reseeded, names. */
+/* A model step: fresh standardised centres, a sweep when due, a dying
+ * centre reseeded, names. */
 static void model_step(segments *s, bool force_sweep)
 {
     s->updates_since_step = 0;
@@ -600,11 +644,15 @@ static void model_step(segments *s, bool force_sweep)
                        ? members / 4
                        : (uint64_t)s->conf.segments_batch;
     if (force_sweep || s->updates_since_sweep >= due) {
-        sweep w = {s, NULL, 0};
+        sweep w = {.s = s, .only = -1};
+        for (int k = 0; k < s->k; k++)
+            w.ms[k] = s->cells[k].ms;
         s->updates_since_sweep = 0;
         s->sweeps++;
         ps_pipeline_foreach(s->pipe, PS_KIND_CUSTOMER, sweep_one, &w);
-        reseed_empty(s, &w);
+        for (int k = 0; k < s->k; k++)
+            s->cells[k].ms = w.seen[k] > 0 ? w.sum_d2[k] / w.seen[k] : 0;
+        reseed_dying(s, &w);
         sync_all(s);
     }
     names_refresh(s);
@@ -803,6 +851,7 @@ static int seg_save_state(void *self, ps_wbuf *w)
         const cell *c = &s->cells[k];
         ps_wbuf_u64(w, (uint64_t)c->n);
         ps_wbuf_f64(w, c->w);
+        ps_wbuf_f64(w, c->ms);
         for (int i = 0; i < s->d; i++) {
             ps_wbuf_f64(w, c->sum[i]);
             ps_wbuf_f64(w, c->pos[i]);
@@ -848,7 +897,8 @@ static int seg_load_state(void *self, const void *blob, size_t len)
             return PS_ERR_STATE;
     for (int j = 0; j < s->k; j++) {
         if (ps_rbuf_u64(&r, &u) < 0 || u > INT64_MAX ||
-            ps_rbuf_f64(&r, &cells[j].w) < 0)
+            ps_rbuf_f64(&r, &cells[j].w) < 0 ||
+            ps_rbuf_f64(&r, &cells[j].ms) < 0)
             return PS_ERR_STATE;
         cells[j].n = (int64_t)u;
         for (int i = 0; i < s->d; i++)

@@ -15,7 +15,7 @@
  *                 incremental update, in the same per-customer order)
  *   purchases     n, the number of PURCHASEs with an amount
  *   recency_days  (last_ts - last_purchase_ts) / 1 day
- *   frequency     n * 30 / max(1, (last_ts - first_ts) / 1 day)
+ *   frequency     n * 30 / max(30, (last_ts - first_ts) / 1 day)
  *   total_spend   sum of PURCHASE and SPEND amounts
  *   clicks, wishlists   event counts
  *   conversion    n / max(1, clicks + wishlists)
@@ -169,7 +169,7 @@ static void features(const cust *c, double *x)
             break;
         case F_FREQUENCY: {
             double days = (double)(c->last_ts - c->first_ts) / DAY_MS;
-            v = c->n * 30.0 / (days > 1 ? days : 1);
+            v = c->n * 30.0 / (days > 30 ? days : 30);
             break;
         }
         case F_TOTAL:
