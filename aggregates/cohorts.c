@@ -1,8 +1,10 @@
 /*
  * cohorts.c -- monthly signup cohorts: exact size, active customers and
- * revenue per month offset, and retention (contract section 2,
+ * revenue per month offset, and retention; rolling 7-day and 30-day spend
+ * windows per cohort and per cohort x segment (contract section 2,
  * "Cohorts"; keys ps:cohort:{YYYY-MM} size, active_{m}, revenue_{m},
- * retention_{m}).
+ * retention_{m}; ps:cohort:{YYYY-MM}:w7d / :w30d and
+ * ps:cohort:{YYYY-MM}:seg:{k}:w7d / :w30d).
  *
  * A customer's cohort is the UTC month of the signup_ts carried by its
  * first event, else the month of that first event; it is fixed then (a
@@ -23,8 +25,66 @@
  * Revenue: every PURCHASE amount and SPEND amount, by the offset of its
  * event.
  *
- * The rolling 7-day and 30-day windows per cohort and cohort x segment
- * (window.h) are not wired here yet.
+ * Rolling windows (window.h).  Per cohort one ring of 30 days of buckets
+ * (conf->window_bucket_ms wide, 1 h by default: B = ceil(30 d / width)
+ * buckets) answers both the 30-day window and, through
+ * ps_window_query_span over its last ceil(7 d / width) buckets, the 7-day
+ * one: both end at the same boundary.  Per cohort x segment one more ring,
+ * created at the first event of that segment.  Amounts: every PURCHASE
+ * and SPEND with an amount (0 included); activity (`active`): any event.
+ * An event counts in the cohort-level ring, and in the ring of the
+ * customer's segment at event time (ps_segments_of, which has run on the
+ * event already) when it has one.
+ *
+ * Position.  A cohort's rings move together (one position per cohort):
+ * at each event to its partition's watermark, after each batch to the
+ * global watermark, and forward when an event lies beyond the ahead
+ * buckets (ps_window_add's push; the other rings of the cohort follow).
+ * Ahead buckets: ceil(lateness / width) + 2 (one for the watermark's own
+ * bucket, one of slack for the skew between partitions; at most 64).  A
+ * window covers [end - span * width, end), aligned to buckets, at most one
+ * bucket behind the watermark; the hashes carry start_ms and end_ms.
+ * Events older than the 30-day ring's start when they arrive are ignored
+ * by the windows (they still count in the exact monthly numbers).
+ *
+ * Each hash has n, sum, mean, std (ddof = 1, 0 when n < 2), p_spend_gt =
+ * P(amount >= spend_threshold) under N(mean, std^2) -- with std = 0 (one
+ * amount, or all equal) the fit is all mass at the mean, so 1 if mean >= T
+ * else 0, and 0 for an empty window -- active, start_ms and end_ms.  A
+ * hash is written in a flush only when its content (n, sum, active) or
+ * position changed since the last successful flush: each window keeps the
+ * snapshot Redis holds and the one being written (committed in flushed).
+ *
+ * Distinct active customers are exact (window.h): every customer keeps a
+ * ps_window_member for its cohort's ring, and ONE more for the ring of its
+ * current segment (tagged with that segment), not one per segment: 48 of
+ * the 80 bytes of this aggregate's customer slice.  When the customer
+ * changes segment the second member restarts for the new one.  Limitation:
+ * a customer who moves back to a segment it left less than 30 days before
+ * can be counted twice in that segment's `active` until its earlier
+ * activity there leaves the window (n, sum, mean, std stay exact; the
+ * cohort-level `active` is always exact).
+ *
+ * Memory: the rings, ps_window_bytes() each (about 26 KB at the defaults),
+ * per cohort and per cohort x segment seen; never per event.  apply
+ * allocates only when a cohort or a cohort x segment gets its first event.
+ *
+ * Saved state.  The members are in the customer's saved state (version 2;
+ * version 1 loads with empty members).  The rings are this aggregate's
+ * state, ps:state:agg:cohorts, written in every flush where a ring's
+ * content or position changed (about 24 bytes per ring bucket: 17 KB per
+ * ring at the defaults), so a restart resumes exactly.  A blob saved with
+ * another bucket width, lateness or 7/30-day shape is ignored (the windows
+ * start empty; the exact monthly numbers are unaffected).
+ *
+ * LIMITATION, several instances.  The rings are per instance and their
+ * state blob is last-writer-wins: with several instances in one consumer
+ * group each publishes :w7d / :w30d from its own partitions' customers
+ * only and overwrites the others'.  Exact single-instance only.  Making
+ * them combine needs per-bucket additive counters (n, sum, shifted sum of
+ * squares, attributed customers and scheduled moves) written as HINCRBY
+ * deltas to a shared hash and loaded back, which the run loop does not
+ * provide for keys other than the output hashes yet.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -34,16 +94,25 @@
 #include "aggregate.h"
 #include "cohort_math.h"
 #include "pipeline.h"
+#include "segments.h"
+#include "window.h"
 #include "../common/error.h"
 
 #define MAX_OFFSET 128
-#define COHORT_STATE_VERSION 1
+#define COHORT_STATE_VERSION 2 /* 1: without the window members */
+#define WINDOWS_STATE_VERSION 1
+#define DAY_MS INT64_C(86400000)
+#define R7 0  /* ranges of a ring: the 7-day window */
+#define R30 1 /* and the 30-day one (the whole ring) */
 
 typedef struct cohort_cust {
     int32_t month;      /* cohort month number */
     uint32_t has;       /* 1 once the customer has a cohort */
     uint64_t active[2]; /* bit m: active in offset m */
     uint32_t changed_gen;
+    int32_t seg1;            /* segment of seg_m + 1, 0 = none */
+    ps_window_member all_m;  /* in its cohort's ring */
+    ps_window_member seg_m;  /* in its cohort x segment (seg1 - 1) ring */
 } cohort_cust;
 
 /* Per cohort: totals as base (from Redis) + delta (unflushed). */
@@ -52,18 +121,80 @@ typedef struct cohort_counts {
     int64_t active_base[MAX_OFFSET], active_delta[MAX_OFFSET];
     double revenue_base[MAX_OFFSET], revenue_delta[MAX_OFFSET];
     int32_t max_offset; /* highest offset with data (0 when none) */
+    uint32_t win_ix1;   /* index + 1 of its cohort_win (cache, 0 = unknown) */
 } cohort_counts;
+
+/* What a window hash says: written when it differs from the last one. */
+typedef struct win_snap {
+    uint64_t n, active;
+    double sum;
+    int64_t end_ms;
+} win_snap;
+
+typedef struct win_slot {
+    ps_window *w;       /* NULL until the first event */
+    win_snap last[2];   /* in Redis after the last successful flush */
+    win_snap pend[2];   /* written by the flush in progress */
+    uint8_t pend_set[2];
+} win_slot;
+
+/* The rings of one cohort: slot 0 the cohort, slot 1 + s segment s. */
+typedef struct cohort_win {
+    int32_t month;
+    uint32_t changed_gen; /* ring content or position changed: write and
+                             save while > the pipeline generation */
+    win_slot slot[];      /* [1 + k] */
+} cohort_win;
 
 typedef struct cohorts {
     ps_pipeline *pipe;
     size_t me;
+    int k;              /* segments: conf->segments_k */
+    double threshold;   /* conf->spend_threshold */
+    ps_window_conf wconf;
+    uint32_t span[2];   /* buckets of the 7-day and the 30-day window */
+    cohort_win **wins;
+    size_t wins_n, wins_cap;
 } cohorts;
+
+static void wins_free(cohort_win **wins, size_t n, int k)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (wins[i] == NULL)
+            continue;
+        for (int s = 0; s <= k; s++)
+            ps_window_destroy(wins[i]->slot[s].w);
+        free(wins[i]);
+    }
+    free(wins);
+}
 
 static int coh_init(void **self, const ps_agg_env *env, char *errstr,
                     size_t errstr_size)
 {
-    cohorts *c = calloc(1, sizeof(*c));
+    const ps_agg_conf *conf = env->conf;
+    int64_t bms = conf->window_bucket_ms;
     int me = ps_pipeline_agg_index("cohorts");
+    if (bms < 1 || bms > 30 * DAY_MS) {
+        ps_set_err(errstr, errstr_size,
+                   "cohorts: window bucket must be 1 ms .. 30 days");
+        return PS_ERR_CONFIG;
+    }
+    int64_t b30 = (30 * DAY_MS + bms - 1) / bms;
+    int64_t b7 = (7 * DAY_MS + bms - 1) / bms;
+    if (b30 > (int64_t)PS_WINDOW_MAX_BUCKETS) {
+        ps_set_err(errstr, errstr_size,
+                   "cohorts: window bucket too small (30 days > %u buckets)",
+                   PS_WINDOW_MAX_BUCKETS);
+        return PS_ERR_CONFIG;
+    }
+    int64_t late = conf->allowed_lateness_ms > 0 ? conf->allowed_lateness_ms
+                                                 : 0;
+    int64_t ahead = late / bms + (late % bms != 0) + 2;
+    if (ahead > (int64_t)PS_WINDOW_MAX_AHEAD)
+        ahead = PS_WINDOW_MAX_AHEAD;
+
+    cohorts *c = calloc(1, sizeof(*c));
     if (c == NULL || me < 0) {
         free(c);
         ps_set_err(errstr, errstr_size, "cohorts: out of memory");
@@ -71,11 +202,169 @@ static int coh_init(void **self, const ps_agg_env *env, char *errstr,
     }
     c->pipe = env->pipe;
     c->me = (size_t)me;
+    c->k = conf->segments_k > 0 ? conf->segments_k : 0;
+    c->threshold = conf->spend_threshold;
+    c->wconf.bucket_ms = bms;
+    c->wconf.buckets = (uint32_t)b30;
+    c->wconf.ahead = (uint32_t)ahead;
+    c->span[R7] = (uint32_t)b7;
+    c->span[R30] = (uint32_t)b30;
+    if (ps_window_conf_check(&c->wconf, errstr, errstr_size) < 0) {
+        free(c);
+        return PS_ERR_CONFIG;
+    }
     *self = c;
     return PS_OK;
 }
 
-static void coh_destroy(void *self) { free(self); }
+static void coh_destroy(void *self)
+{
+    cohorts *c = self;
+    if (c == NULL)
+        return;
+    wins_free(c->wins, c->wins_n, c->k);
+    free(c);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Rings                                                                    */
+/* ---------------------------------------------------------------------- */
+
+static cohort_win *win_new(cohorts *c, int32_t month)
+{
+    cohort_win *g =
+        calloc(1, sizeof(*g) + (size_t)(c->k + 1) * sizeof(win_slot));
+    if (g == NULL)
+        return NULL;
+    g->month = month;
+    g->slot[0].w = ps_window_new(&c->wconf, NULL, 0);
+    if (g->slot[0].w == NULL) {
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+static int wins_push(cohorts *c, cohort_win *g)
+{
+    if (c->wins_n == c->wins_cap) {
+        size_t cap = c->wins_cap ? 2 * c->wins_cap : 16;
+        cohort_win **v = realloc(c->wins, cap * sizeof(*v));
+        if (v == NULL)
+            return PS_ERR_NOMEM;
+        c->wins = v;
+        c->wins_cap = cap;
+    }
+    c->wins[c->wins_n++] = g;
+    return PS_OK;
+}
+
+/* The rings of cohort month (entity e's slice caches where they are);
+ * created when missing.  NULL on OOM. */
+static cohort_win *win_of(cohorts *c, cohort_counts *k, int32_t month)
+{
+    if (k->win_ix1 != 0 && k->win_ix1 <= c->wins_n &&
+        c->wins[k->win_ix1 - 1]->month == month)
+        return c->wins[k->win_ix1 - 1];
+    for (size_t i = 0; i < c->wins_n; i++) {
+        if (c->wins[i]->month == month) {
+            k->win_ix1 = (uint32_t)i + 1;
+            return c->wins[i];
+        }
+    }
+    cohort_win *g = win_new(c, month);
+    if (g == NULL || wins_push(c, g) < 0) {
+        if (g != NULL) {
+            ps_window_destroy(g->slot[0].w);
+            free(g);
+        }
+        return NULL;
+    }
+    k->win_ix1 = (uint32_t)c->wins_n;
+    return g;
+}
+
+/* Move every ring of g to end at the boundary at or before wm; true when
+ * the position changed. */
+static bool win_advance(cohorts *c, cohort_win *g, int64_t wm)
+{
+    if (wm < 0)
+        return false; /* INT64_MIN: nothing known yet */
+    int64_t before = ps_window_end_ms(g->slot[0].w);
+    for (int s = 0; s <= c->k; s++)
+        if (g->slot[s].w != NULL)
+            ps_window_advance(g->slot[s].w, wm);
+    return ps_window_end_ms(g->slot[0].w) != before;
+}
+
+/* After a push: every ring of g to the furthest position among them. */
+static void win_align(cohorts *c, cohort_win *g)
+{
+    int64_t end = 0;
+    for (int s = 0; s <= c->k; s++)
+        if (g->slot[s].w != NULL && ps_window_end_ms(g->slot[s].w) > end)
+            end = ps_window_end_ms(g->slot[s].w);
+    win_advance(c, g, end);
+}
+
+/* Ring of segment seg in g, created at g's position.  NULL on OOM. */
+static ps_window *seg_ring(cohorts *c, cohort_win *g, int seg)
+{
+    win_slot *sl = &g->slot[1 + seg];
+    if (sl->w == NULL) {
+        sl->w = ps_window_new(&c->wconf, NULL, 0);
+        if (sl->w != NULL)
+            ps_window_advance(sl->w, ps_window_end_ms(g->slot[0].w));
+    }
+    return sl->w;
+}
+
+static ps_window_result ring_apply(ps_window *w, const ps_event *ev,
+                                   bool spend, ps_window_member *m)
+{
+    return spend ? ps_window_add(w, ev->ts, ev->amount, m)
+                 : ps_window_touch(w, ev->ts, m);
+}
+
+/* The event in the rolling windows of its customer's cohort. */
+static int windows_apply(cohorts *c, const ps_event *ev,
+                         const ps_apply_ctx *ctx, cohort_counts *k)
+{
+    cohort_cust *cc = ctx->cust_state;
+    uint32_t next_gen = ps_pipeline_generation(c->pipe) + 1;
+    cohort_win *g = win_of(c, k, cc->month);
+    if (g == NULL)
+        return PS_ERR_NOMEM;
+    if (win_advance(c, g, ps_pipeline_watermark(c->pipe, ev->part)))
+        g->changed_gen = next_gen;
+
+    bool spend = (ev->type == PS_PURCHASE || ev->type == PS_SPEND) &&
+                 ev->has_amount;
+    int seg = ps_segments_of(c->pipe, ctx->cust);
+    if (seg >= c->k)
+        seg = -1; /* not a segment of this configuration */
+    ps_window_result r = ring_apply(g->slot[0].w, ev, spend, &cc->all_m);
+    bool pushed = r == PS_WINDOW_PUSHED;
+    bool changed = r == PS_WINDOW_ADDED || pushed;
+    if (seg >= 0) {
+        ps_window *w = seg_ring(c, g, seg);
+        if (w == NULL)
+            return PS_ERR_NOMEM;
+        if (cc->seg1 != seg + 1) {
+            /* a member belongs to one ring: restart it for this one */
+            memset(&cc->seg_m, 0, sizeof(cc->seg_m));
+            cc->seg1 = seg + 1;
+        }
+        r = ring_apply(w, ev, spend, &cc->seg_m);
+        pushed |= r == PS_WINDOW_PUSHED;
+        changed |= r == PS_WINDOW_ADDED || r == PS_WINDOW_PUSHED;
+    }
+    if (pushed)
+        win_align(c, g);
+    if (changed)
+        g->changed_gen = next_gen;
+    return PS_OK;
+}
 
 static ps_entity *cohort_entity(cohorts *c, int32_t month)
 {
@@ -133,7 +422,102 @@ static int coh_apply(void *self, const ps_event *ev, const ps_apply_ctx *ctx)
     }
     if (touched)
         ps_pipeline_touch(c->pipe, e);
+    return windows_apply(c, ev, ctx, k);
+}
+
+static int coh_advance(void *self)
+{
+    cohorts *c = self;
+    int64_t wm = ps_pipeline_global_watermark(c->pipe);
+    uint32_t next_gen = ps_pipeline_generation(c->pipe) + 1;
+    for (size_t i = 0; i < c->wins_n; i++)
+        if (win_advance(c, c->wins[i], wm))
+            c->wins[i]->changed_gen = next_gen;
     return PS_OK;
+}
+
+static bool snap_eq(const win_snap *a, const win_snap *b)
+{
+    return a->n == b->n && a->active == b->active && a->sum == b->sum &&
+           a->end_ms == b->end_ms;
+}
+
+static void write_window(cohorts *c, ps_batch *b, ps_str id, int seg,
+                         win_slot *sl, int r)
+{
+    ps_window_stats st;
+    win_snap now;
+    char tail[40];
+
+    ps_window_query_span(sl->w, c->span[r], c->threshold, &st);
+    now.n = st.n;
+    now.active = st.active;
+    now.sum = st.sum;
+    now.end_ms = ps_window_end_ms(sl->w);
+    sl->pend_set[r] = 0;
+    if (snap_eq(&now, &sl->last[r]))
+        return;
+    const char *name = r == R7 ? "w7d" : "w30d";
+    if (seg < 0)
+        snprintf(tail, sizeof(tail), ":%s", name);
+    else
+        snprintf(tail, sizeof(tail), ":seg:%d:%s", seg, name);
+    ps_batch_begin(b, "HSET");
+    ps_batch_arg_key(b, "cohort:", id, tail);
+    ps_batch_arg_cstr(b, "n");
+    ps_batch_arg_i64(b, (int64_t)st.n);
+    ps_batch_arg_cstr(b, "sum");
+    ps_batch_arg_dbl(b, st.sum);
+    ps_batch_arg_cstr(b, "mean");
+    ps_batch_arg_real(b, st.mean);
+    ps_batch_arg_cstr(b, "std");
+    ps_batch_arg_real(b, st.std);
+    ps_batch_arg_cstr(b, "p_spend_gt");
+    ps_batch_arg_real(b, st.p_ge);
+    ps_batch_arg_cstr(b, "active");
+    ps_batch_arg_i64(b, (int64_t)st.active);
+    ps_batch_arg_cstr(b, "start_ms");
+    ps_batch_arg_i64(b, ps_window_span_start_ms(sl->w, c->span[r]));
+    ps_batch_arg_cstr(b, "end_ms");
+    ps_batch_arg_i64(b, now.end_ms);
+    ps_batch_end(b);
+    sl->pend[r] = now;
+    sl->pend_set[r] = 1;
+}
+
+static void coh_write_shared(void *self, ps_batch *b)
+{
+    cohorts *c = self;
+    uint32_t gen = ps_pipeline_generation(c->pipe);
+    char id[PS_MONTH_STR_SIZE];
+    for (size_t i = 0; i < c->wins_n; i++) {
+        cohort_win *g = c->wins[i];
+        if (g->changed_gen <= gen ||
+            ps_month_format(g->month, id, sizeof(id)) < 0)
+            continue;
+        ps_str sid = {id, (uint32_t)strlen(id)};
+        for (int s = 0; s <= c->k; s++) {
+            if (g->slot[s].w == NULL)
+                continue;
+            write_window(c, b, sid, s - 1, &g->slot[s], R7);
+            write_window(c, b, sid, s - 1, &g->slot[s], R30);
+        }
+    }
+}
+
+static void coh_flushed(void *self)
+{
+    cohorts *c = self;
+    for (size_t i = 0; i < c->wins_n; i++) {
+        for (int s = 0; s <= c->k; s++) {
+            win_slot *sl = &c->wins[i]->slot[s];
+            for (int r = 0; r < 2; r++) {
+                if (sl->pend_set[r])
+                    sl->last[r] = sl->pend[r];
+                sl->pend_set[r] = 0;
+            }
+        }
+    }
 }
 
 static void coh_write_customer(void *self, const ps_entity *cust,
@@ -254,23 +638,166 @@ static void coh_save_customer(void *self, const ps_entity *cust,
     ps_wbuf_u32(w, (uint32_t)cc->month);
     ps_wbuf_u64(w, cc->active[0]);
     ps_wbuf_u64(w, cc->active[1]);
+    ps_wbuf_u32(w, (uint32_t)cc->seg1);
+    ps_window_member_save(&cc->all_m, w);
+    ps_window_member_save(&cc->seg_m, w);
 }
 
 static int coh_load_customer(void *self, ps_entity *cust, void *state,
                              ps_rbuf *r)
 {
+    cohorts *c = self;
     cohort_cust *cc = state;
     uint8_t version;
-    uint32_t month;
-    (void)self;
+    uint32_t month, seg1;
     (void)cust;
-    if (ps_rbuf_u8(r, &version) < 0 || version != COHORT_STATE_VERSION ||
-        ps_rbuf_u32(r, &cc->has) < 0 || ps_rbuf_u32(r, &month) < 0 ||
-        ps_rbuf_u64(r, &cc->active[0]) < 0 ||
+    if (ps_rbuf_u8(r, &version) < 0 || version < 1 ||
+        version > COHORT_STATE_VERSION || ps_rbuf_u32(r, &cc->has) < 0 ||
+        ps_rbuf_u32(r, &month) < 0 || ps_rbuf_u64(r, &cc->active[0]) < 0 ||
         ps_rbuf_u64(r, &cc->active[1]) < 0 || cc->has > 1)
         return PS_ERR_STATE;
     cc->month = (int32_t)month;
+    if (version == 1)
+        return PS_OK; /* members empty: the windows count it afresh */
+    if (ps_rbuf_u32(r, &seg1) < 0 ||
+        ps_window_member_load(&cc->all_m, r) < 0 ||
+        ps_window_member_load(&cc->seg_m, r) < 0)
+        return PS_ERR_STATE;
+    if (seg1 > (uint32_t)c->k) {
+        /* saved with more segments than configured now */
+        seg1 = 0;
+        memset(&cc->seg_m, 0, sizeof(cc->seg_m));
+    }
+    cc->seg1 = (int32_t)seg1;
     return PS_OK;
+}
+
+/*
+ * ps:state:agg:cohorts, version 1 (little-endian, buf.h):
+ *   u8 version, i64 bucket_ms, u32 buckets (30 days), u32 ahead,
+ *   u32 span7, u32 count, then count x
+ *   { u32 month, u32 rings, rings x { u32 slot, ps_window_save blob } }
+ * slot 0 is the cohort's ring, 1 + s segment s's.
+ */
+static int coh_save_state(void *self, ps_wbuf *w)
+{
+    cohorts *c = self;
+    uint32_t gen = ps_pipeline_generation(c->pipe);
+    bool changed = false;
+    for (size_t i = 0; i < c->wins_n && !changed; i++)
+        changed = c->wins[i]->changed_gen > gen;
+    if (!changed)
+        return 0;
+    ps_wbuf_u8(w, WINDOWS_STATE_VERSION);
+    ps_wbuf_i64(w, c->wconf.bucket_ms);
+    ps_wbuf_u32(w, c->wconf.buckets);
+    ps_wbuf_u32(w, c->wconf.ahead);
+    ps_wbuf_u32(w, c->span[R7]);
+    ps_wbuf_u32(w, (uint32_t)c->wins_n);
+    for (size_t i = 0; i < c->wins_n; i++) {
+        const cohort_win *g = c->wins[i];
+        uint32_t rings = 0;
+        for (int s = 0; s <= c->k; s++)
+            rings += g->slot[s].w != NULL;
+        ps_wbuf_u32(w, (uint32_t)g->month);
+        ps_wbuf_u32(w, rings);
+        for (int s = 0; s <= c->k; s++) {
+            if (g->slot[s].w == NULL)
+                continue;
+            ps_wbuf_u32(w, (uint32_t)s);
+            ps_window_save(g->slot[s].w, w);
+        }
+    }
+    return 1;
+}
+
+static int coh_load_state(void *self, const void *blob, size_t len)
+{
+    cohorts *c = self;
+    ps_rbuf r;
+    uint8_t version;
+    int64_t bms;
+    uint32_t buckets, ahead, span7, count;
+    char err[128];
+    cohort_win **wins = NULL;
+    size_t n = 0;
+    ps_window *scratch = NULL;
+    uint32_t next_gen = ps_pipeline_generation(c->pipe) + 1;
+
+    ps_rbuf_init(&r, blob, len);
+    if (ps_rbuf_u8(&r, &version) < 0 || version != WINDOWS_STATE_VERSION ||
+        ps_rbuf_i64(&r, &bms) < 0 || ps_rbuf_u32(&r, &buckets) < 0 ||
+        ps_rbuf_u32(&r, &ahead) < 0 || ps_rbuf_u32(&r, &span7) < 0 ||
+        ps_rbuf_u32(&r, &count) < 0)
+        return PS_ERR_STATE;
+    if (bms != c->wconf.bucket_ms || buckets != c->wconf.buckets ||
+        ahead != c->wconf.ahead || span7 != c->span[R7])
+        return PS_OK; /* another window shape: start the windows afresh */
+    /* each cohort takes at least 8 bytes: bounds the allocation */
+    if (count > ps_rbuf_left(&r) / 8)
+        return PS_ERR_STATE;
+    wins = calloc(count ? count : 1, sizeof(*wins));
+    if (wins == NULL)
+        return PS_ERR_NOMEM;
+    for (uint32_t i = 0; i < count; i++) {
+        uint32_t month, rings, slot, prev = 0;
+        int32_t mo;
+        if (ps_rbuf_u32(&r, &month) < 0 || ps_rbuf_u32(&r, &rings) < 0)
+            goto fail;
+        mo = (int32_t)month;
+        for (size_t j = 0; j < n; j++)
+            if (wins[j]->month == mo)
+                goto fail; /* twice the same cohort */
+        if ((wins[n] = win_new(c, mo)) == NULL)
+            goto fail;
+        n++;
+        for (uint32_t j = 0; j < rings; j++) {
+            if (ps_rbuf_u32(&r, &slot) < 0 || (j == 0 && slot != 0) ||
+                (j > 0 && slot <= prev))
+                goto fail;
+            prev = slot;
+            ps_window *w;
+            if (slot <= (uint32_t)c->k) {
+                if (wins[n - 1]->slot[slot].w == NULL &&
+                    (wins[n - 1]->slot[slot].w =
+                         ps_window_new(&c->wconf, NULL, 0)) == NULL)
+                    goto fail;
+                w = wins[n - 1]->slot[slot].w;
+            } else { /* a segment beyond k now: read and drop */
+                if (scratch == NULL &&
+                    (scratch = ps_window_new(&c->wconf, NULL, 0)) == NULL)
+                    goto fail;
+                w = scratch;
+            }
+            if (ps_window_load(w, &r, err, sizeof(err)) < 0)
+                goto fail;
+        }
+        /* the cohort's ring comes first; the others share its position */
+        if (rings == 0 || wins[n - 1]->slot[0].w == NULL)
+            goto fail;
+        for (int s = 1; s <= c->k; s++)
+            if (wins[n - 1]->slot[s].w != NULL &&
+                ps_window_end_ms(wins[n - 1]->slot[s].w) !=
+                    ps_window_end_ms(wins[n - 1]->slot[0].w))
+                goto fail;
+        wins[n - 1]->changed_gen = next_gen; /* publish once after start */
+    }
+    if (ps_rbuf_left(&r) != 0)
+        goto fail;
+    ps_window_destroy(scratch);
+    wins_free(c->wins, c->wins_n, c->k);
+    c->wins = wins;
+    c->wins_n = c->wins_cap = n;
+    if (c->wins_cap == 0) {
+        free(c->wins);
+        c->wins = NULL;
+    }
+    /* cached indexes in the cohort slices are re-checked by month */
+    return PS_OK;
+fail:
+    ps_window_destroy(scratch);
+    wins_free(wins, n, c->k);
+    return PS_ERR_STATE;
 }
 
 const ps_aggregate_ops ps_agg_cohorts = {
@@ -280,10 +807,15 @@ const ps_aggregate_ops ps_agg_cohorts = {
     .init = coh_init,
     .destroy = coh_destroy,
     .apply = coh_apply,
+    .advance = coh_advance,
     .write_customer = coh_write_customer,
     .write_shared_entity = coh_write_entity,
     .flushed_shared_entity = coh_flushed_entity,
-    .load_shared_field = coh_load_field,
+    .write_shared = coh_write_shared,
+    .flushed = coh_flushed,
     .save_customer = coh_save_customer,
     .load_customer = coh_load_customer,
+    .save_state = coh_save_state,
+    .load_state = coh_load_state,
+    .load_shared_field = coh_load_field,
 };

@@ -400,12 +400,31 @@ ps_window_result ps_window_touch(ps_window *w, int64_t ts_ms,
 /* Query                                                                    */
 /* ---------------------------------------------------------------------- */
 
+static uint32_t clamp_span(const ps_window *w, uint32_t span)
+{
+    if (span < 1)
+        return 1;
+    return span > w->conf.buckets ? w->conf.buckets : span;
+}
+
+int64_t ps_window_span_start_ms(const ps_window *w, uint32_t span)
+{
+    return (w->cur - (int64_t)clamp_span(w, span)) * w->conf.bucket_ms;
+}
+
 void ps_window_query(const ps_window *w, double threshold, ps_window_stats *out)
+{
+    ps_window_query_span(w, w->conf.buckets, threshold, out);
+}
+
+void ps_window_query_span(const ps_window *w, uint32_t span, double threshold,
+                          ps_window_stats *out)
 {
     uint64_t n = 0, active = 0;
     double sum = 0, m2 = 0;
 
-    for (int64_t k = w->cur - (int64_t)w->conf.buckets; k < w->cur; k++) {
+    span = clamp_span(w, span);
+    for (int64_t k = w->cur - (int64_t)span; k < w->cur; k++) {
         const bucket *bk = &w->buckets[floor_mod(k, w->ring)];
         active += bk->cnt;
         if (bk->n == 0)

@@ -157,6 +157,17 @@ typedef struct ps_window_stats {
 void ps_window_query(const ps_window *w, double threshold,
                      ps_window_stats *out);
 
+/* The same over the last `span` buckets of the window only, i.e.
+ * [end - span * bucket_ms, end); span is clamped to 1 .. B.  Exact too,
+ * distinct customers included: a customer is attributed to its latest
+ * bucket of activity before the end, so it is active in the last span
+ * buckets iff it is attributed to one of them.  One ring of 30 days of
+ * buckets thereby answers the 7-day window as well (cohorts.c). */
+void ps_window_query_span(const ps_window *w, uint32_t span, double threshold,
+                          ps_window_stats *out);
+/* Start of that interval: end - span * bucket_ms (span clamped). */
+int64_t ps_window_span_start_ms(const ps_window *w, uint32_t span);
+
 typedef struct ps_window_counters {
     uint64_t late;    /* events ignored as older than the window */
     uint64_t pushed;  /* events that pushed the window forward */
