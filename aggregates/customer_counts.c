@@ -146,3 +146,27 @@ const ps_aggregate_ops ps_agg_customer_counts = {
     .save_customer = counts_save,
     .load_customer = counts_load,
 };
+
+/* ------------------------------------------------------------ accessors */
+
+#include "customer_counts.h"
+#include "pipeline.h"
+
+void ps_customer_counts_get(ps_pipeline *p, const ps_entity *cust,
+                            ps_customer_counts *out)
+{
+    int index = ps_pipeline_agg_index("customer_counts");
+    memset(out, 0, sizeof(*out));
+    if (index < 0)
+        return;
+    const cust_counts *s = ps_pipeline_slice(p, cust, (size_t)index);
+    out->events = s->events;
+    out->clicks = s->clicks;
+    out->wishlists = s->wishlists;
+    out->purchases = s->purchases;
+    out->last_ts = s->last_ts;
+    out->spend_n = s->spend_n;
+    out->spend_sum = s->spend_sum;
+    out->spend_mean = s->spend_n ? s->spend_mean : 0.0;
+    out->spend_std = counts_std(s);
+}

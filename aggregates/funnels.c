@@ -1122,3 +1122,112 @@ const ps_aggregate_ops ps_agg_funnels = {
     .forget_customer = funnels_forget,
     .load_shared_field = funnels_load_shared_field,
 };
+
+/* ------------------------------------------------------------ accessors */
+
+#include "funnels.h"
+
+double ps_funnels_product_p(ps_pipeline *p, const ps_entity *prod)
+{
+    int index = ps_pipeline_agg_index("funnels");
+    if (index < 0 || prod == NULL || prod->kind != PS_KIND_PRODUCT)
+        return 0.5;
+    const shared_counts *s = ps_pipeline_slice(p, prod, (size_t)index);
+    return flat_mean(view(s, K_SUCC), view(s, K_TRIALS));
+}
+
+void ps_funnels_customer_paths(ps_pipeline *p, const ps_entity *cust,
+                               double successes[3], double trials[3])
+{
+    int index = ps_pipeline_agg_index("funnels");
+    for (int x = 0; x < 3; x++)
+        successes[x] = trials[x] = 0;
+    if (index < 0)
+        return;
+    const cust_funnels *cs = ps_pipeline_slice(p, cust, (size_t)index);
+    for (int x = 0; x < 3; x++) {
+        successes[x] = cs->succ[x];
+        trials[x] = cs->trials[x];
+    }
+}
+
+static int top_intent_id_cmp(ps_str a, ps_str b)
+{
+    uint32_t n = a.len < b.len ? a.len : b.len;
+    int c = n ? memcmp(a.ptr, b.ptr, n) : 0;
+    return c != 0 ? c : (a.len > b.len) - (a.len < b.len);
+}
+
+uint32_t ps_funnels_top_intent(ps_pipeline *p, const ps_entity *cust,
+                               double *intent, ps_str *product)
+{
+    int index = ps_pipeline_agg_index("funnels");
+    if (index < 0)
+        return 0;
+    funnels *f = ps_pipeline_agg_self(p, (size_t)index);
+    const cust_funnels *cs = ps_pipeline_slice(p, cust, (size_t)index);
+    bool any = false;
+    for (uint32_t ix1 = cs->head; ix1 != 0; ix1 = F(f, ix1)->next) {
+        const funnel *fn = F(f, ix1);
+        double v = intent_p(f, fn);
+        if (!any || v > *intent ||
+            (v == *intent && top_intent_id_cmp(fn->prod->id, *product) < 0)) {
+            *intent = v;
+            *product = fn->prod->id;
+            any = true;
+        }
+    }
+    return cs->n_open;
+}
+
+static void counts_from(ps_funnel_counts *out, const int64_t *v)
+{
+    for (int x = 0; x < 3; x++) {
+        out->trials[x] = v[K_TRIALS_C + 2 * x];
+        out->successes[x] = v[K_SUCC_C + 2 * x];
+    }
+    out->click_first = v[K_CLICK_FIRST];
+    out->wishlist_after_click = v[K_WISH_AFTER_CLICK];
+}
+
+bool ps_funnels_product_counts(ps_pipeline *p, const ps_entity *prod,
+                               ps_funnel_counts *total,
+                               ps_funnel_counts *unflushed)
+{
+    int index = ps_pipeline_agg_index("funnels");
+    if (total != NULL)
+        memset(total, 0, sizeof(*total));
+    if (unflushed != NULL)
+        memset(unflushed, 0, sizeof(*unflushed));
+    if (index < 0 || prod == NULL || prod->kind != PS_KIND_PRODUCT)
+        return false;
+    const shared_counts *s = ps_pipeline_slice(p, prod, (size_t)index);
+    if (total != NULL) {
+        int64_t v[K_COUNT];
+        for (int k = 0; k < K_COUNT; k++)
+            v[k] = view(s, k);
+        counts_from(total, v);
+    }
+    if (unflushed != NULL)
+        counts_from(unflushed, s->delta);
+    return true;
+}
+
+bool ps_funnels_open_of(ps_pipeline *p, const ps_entity *cust,
+                        const ps_entity *prod, ps_funnel_open *out)
+{
+    int index = ps_pipeline_agg_index("funnels");
+    if (index < 0 || cust == NULL || prod == NULL)
+        return false;
+    funnels *f = ps_pipeline_agg_self(p, (size_t)index);
+    const cust_funnels *cs = ps_pipeline_slice(p, cust, (size_t)index);
+    uint32_t ix1 = find_open(f, cs, prod);
+    if (ix1 == 0)
+        return false;
+    const funnel *fn = F(f, ix1);
+    out->open_ts = fn->open_ts;
+    out->click = (fn->path & PATH_C) != 0;
+    out->wishlist = (fn->path & PATH_W) != 0;
+    out->click_first = fn->first == PATH_C;
+    return true;
+}

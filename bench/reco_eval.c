@@ -1,0 +1,565 @@
+/*
+ * reco_eval.c -- how good are propstream's co-purchase recommendations?
+ *
+ *   reco_eval [--name NAME] [--k K] [--test-frac F] [--flush-every N]
+ *             [--also-top-n N] FILE.json
+ *
+ * FILE is what `propstream import --format json -o FILE` wrote: one event
+ * per line.  The events are replayed in time order (stable sort on ts)
+ * through a pipeline with every registered aggregate and the default
+ * settings, in memory (no Kafka, no Redis: every product counts as new to
+ * Redis, and a flush into a throw-away batch, marked successful, runs every
+ * N events, 1000 by default, as the run loop would).  --also-top-n sets
+ * also_top_n (default 20), and with it the in-memory top-K per product
+ * (K = 4 N) that recommendations rank from.
+ *
+ * Test window: the last F (0.2) of the time span, [t0 + (1 - F)(t1 - t0),
+ * t1].  For every PURCHASE in it, just before it is applied:
+ *   - copurchase: is the product in the customer's top-K reco
+ *     (ps_copurchase_reco, K = 10)?
+ *   - most-popular baseline: is it among the K products with the most
+ *     purchases so far (ties: earlier first to reach the count), leaving
+ *     out those the customer already purchased?
+ *   - hybrid: the reco filled up to K with the baseline's list.
+ * Both lists exclude products the customer already bought, so a repeat
+ * purchase can never be a hit: those are counted apart and the hit rates
+ * are over purchases of products new to the customer ("evaluated").  They
+ * are also given for "warm" customers (at least one earlier purchase or
+ * wishlist, so co-purchase has something to start from).
+ *
+ * Last line, machine-readable:
+ *   reco_eval: file=NAME evaluated=N hits_reco=A hits_pop=B hits_hybrid=C
+ *              warm=W warm_hits_reco=D warm_hits_pop=E
+ * Exit status 0, 1 on bad input, 2 on usage.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "../aggregates/copurchase.h"
+#include "../aggregates/pipeline.h"
+#include "../common/error.h"
+
+#define MAX_K 100
+
+/* ---- interned strings --------------------------------------------------- */
+
+typedef struct intern {
+    char **str;
+    uint32_t *len;
+    size_t n, cap;
+    int32_t *slots; /* index + 1, 0 = empty */
+    size_t slots_cap;
+} intern;
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static _Noreturn void die_nomem(void)
+{
+    fprintf(stderr, "reco_eval: out of memory\n");
+    exit(1);
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (q == NULL)
+        die_nomem();
+    return q;
+}
+
+static int32_t intern_get(intern *t, const char *s, size_t n)
+{
+    if ((t->n + 1) * 2 > t->slots_cap) {
+        size_t cap = t->slots_cap ? t->slots_cap * 2 : 1024;
+        int32_t *slots = calloc(cap, sizeof(*slots));
+        if (slots == NULL)
+            die_nomem();
+        for (size_t i = 0; i < t->n; i++) {
+            size_t j = hash_bytes(t->str[i], t->len[i]) & (cap - 1);
+            while (slots[j] != 0)
+                j = (j + 1) & (cap - 1);
+            slots[j] = (int32_t)i + 1;
+        }
+        free(t->slots);
+        t->slots = slots;
+        t->slots_cap = cap;
+    }
+    size_t j = hash_bytes(s, n) & (t->slots_cap - 1);
+    while (t->slots[j] != 0) {
+        int32_t k = t->slots[j] - 1;
+        if (t->len[k] == n && memcmp(t->str[k], s, n) == 0)
+            return k;
+        j = (j + 1) & (t->slots_cap - 1);
+    }
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 1024;
+        t->str = xrealloc(t->str, t->cap * sizeof(*t->str));
+        t->len = xrealloc(t->len, t->cap * sizeof(*t->len));
+    }
+    t->str[t->n] = xrealloc(NULL, n + 1);
+    memcpy(t->str[t->n], s, n);
+    t->str[t->n][n] = '\0';
+    t->len[t->n] = (uint32_t)n;
+    t->slots[j] = (int32_t)t->n + 1;
+    return (int32_t)t->n++;
+}
+
+static void intern_free(intern *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->str[i]);
+    free(t->str);
+    free(t->len);
+    free(t->slots);
+}
+
+/* ---- set of (customer, product) pairs ----------------------------------- */
+
+typedef struct pairset {
+    uint64_t *v; /* key + 1, 0 = empty */
+    size_t n, cap;
+} pairset;
+
+static bool pairset_has(const pairset *s, uint64_t key)
+{
+    if (s->cap == 0)
+        return false;
+    size_t j = (key * 0x9e3779b97f4a7c15ULL >> 20) & (s->cap - 1);
+    while (s->v[j] != 0) {
+        if (s->v[j] == key + 1)
+            return true;
+        j = (j + 1) & (s->cap - 1);
+    }
+    return false;
+}
+
+static void pairset_add(pairset *s, uint64_t key)
+{
+    if ((s->n + 1) * 2 > s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 4096;
+        uint64_t *v = calloc(cap, sizeof(*v));
+        if (v == NULL)
+            die_nomem();
+        for (size_t i = 0; i < s->cap; i++) {
+            if (s->v[i] == 0)
+                continue;
+            size_t j = ((s->v[i] - 1) * 0x9e3779b97f4a7c15ULL >> 20) & (cap - 1);
+            while (v[j] != 0)
+                j = (j + 1) & (cap - 1);
+            v[j] = s->v[i];
+        }
+        free(s->v);
+        s->v = v;
+        s->cap = cap;
+    }
+    size_t j = (key * 0x9e3779b97f4a7c15ULL >> 20) & (s->cap - 1);
+    while (s->v[j] != 0) {
+        if (s->v[j] == key + 1)
+            return;
+        j = (j + 1) & (s->cap - 1);
+    }
+    s->v[j] = key + 1;
+    s->n++;
+}
+
+static uint64_t pair_key(int32_t cust, int32_t prod)
+{
+    return (uint64_t)(uint32_t)cust << 32 | (uint32_t)prod;
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+typedef struct rec {
+    int32_t cust, prod, campaign, id; /* interned; -1 = none */
+    ps_event_type type;
+    bool has_amount;
+    double amount;
+    int64_t ts, signup_ts;
+    size_t line;
+} rec;
+
+static int cmp_rec(const void *a, const void *b)
+{
+    const rec *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return x->line < y->line ? -1 : x->line > y->line;
+}
+
+static int32_t str_field(intern *t, json_t *o, const char *name)
+{
+    json_t *v = json_object_get(o, name);
+    if (!json_is_string(v))
+        return -1;
+    return intern_get(t, json_string_value(v), json_string_length(v));
+}
+
+static int read_events(const char *path, intern *ids, intern *custs,
+                       intern *prods, intern *camps, rec **out, size_t *n_out)
+{
+    FILE *fp = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0, n = 0, rcap = 0, lineno = 0;
+    ssize_t len;
+    rec *v = NULL;
+    if (fp == NULL) {
+        fprintf(stderr, "reco_eval: %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    while ((len = getline(&line, &cap, fp)) > 0) {
+        json_error_t jerr;
+        lineno++;
+        json_t *o = json_loadb(line, (size_t)len, 0, &jerr);
+        const char *type = json_string_value(json_object_get(o, "type"));
+        json_t *ts = json_object_get(o, "ts");
+        ps_event_type t;
+        if (o == NULL || type == NULL || !json_is_integer(ts) ||
+            ps_event_type_parse(type, strlen(type), &t) < 0) {
+            fprintf(stderr, "reco_eval: %s:%zu: not an event\n", path,
+                    lineno);
+            json_decref(o);
+            free(line);
+            free(v);
+            fclose(fp);
+            return -1;
+        }
+        if (n == rcap) {
+            rcap = rcap ? rcap * 2 : 4096;
+            v = xrealloc(v, rcap * sizeof(*v));
+        }
+        rec *r = &v[n++];
+        memset(r, 0, sizeof(*r));
+        r->id = str_field(ids, o, "event_id");
+        r->cust = str_field(custs, o, "customer_id");
+        r->prod = str_field(prods, o, "product_id");
+        r->campaign = str_field(camps, o, "campaign");
+        r->type = t;
+        json_t *amount = json_object_get(o, "amount");
+        r->has_amount = json_is_number(amount);
+        r->amount = r->has_amount ? json_number_value(amount) : 0;
+        r->ts = json_integer_value(ts);
+        json_t *su = json_object_get(o, "signup_ts");
+        r->signup_ts = json_is_integer(su) ? json_integer_value(su) : 0;
+        r->line = lineno;
+        json_decref(o);
+        if (r->id < 0 || r->cust < 0) {
+            fprintf(stderr, "reco_eval: %s:%zu: no event_id/customer_id\n",
+                    path, lineno);
+            free(line);
+            free(v);
+            fclose(fp);
+            return -1;
+        }
+    }
+    free(line);
+    fclose(fp);
+    qsort(v, n, sizeof(*v), cmp_rec);
+    *out = v;
+    *n_out = n;
+    return 0;
+}
+
+/* ---- most-popular leaderboard ------------------------------------------- */
+
+typedef struct popular {
+    int32_t *order; /* products by purchases, descending */
+    size_t *pos;    /* of each product in order */
+    int64_t *count;
+} popular;
+
+static void popular_init(popular *p, size_t n)
+{
+    p->order = xrealloc(NULL, n * sizeof(*p->order));
+    p->pos = xrealloc(NULL, n * sizeof(*p->pos));
+    p->count = calloc(n ? n : 1, sizeof(*p->count));
+    if (p->count == NULL)
+        die_nomem();
+    for (size_t i = 0; i < n; i++) {
+        p->order[i] = (int32_t)i;
+        p->pos[i] = i;
+    }
+}
+
+static void popular_bump(popular *p, int32_t prod)
+{
+    size_t i = p->pos[prod];
+    int64_t c = ++p->count[prod];
+    /* move it before every product with a smaller count (ties keep the
+     * one that reached the count first) */
+    size_t j = i;
+    while (j > 0 && p->count[p->order[j - 1]] < c)
+        j--;
+    if (j == i)
+        return;
+    int32_t other = p->order[j];
+    p->order[j] = prod;
+    p->pos[prod] = j;
+    p->order[i] = other;
+    p->pos[other] = i;
+    /* other has count c - 1 >= every count in (j, i]: order holds */
+}
+
+static void popular_free(popular *p)
+{
+    free(p->order);
+    free(p->pos);
+    free(p->count);
+}
+
+/* ---- replay ------------------------------------------------------------- */
+
+typedef struct tally {
+    size_t purchases_test, repeats, evaluated, hits_reco, hits_pop,
+        hits_hybrid, warm, warm_hits_reco, warm_hits_pop, reco_empty;
+    double reco_len_sum;
+} tally;
+
+static ps_str S_of(const intern *t, int32_t k)
+{
+    if (k < 0)
+        return (ps_str){NULL, 0};
+    return (ps_str){t->str[k], t->len[k]};
+}
+
+static void load_all(ps_pipeline *p)
+{
+    ps_entity **list;
+    size_t n = ps_pipeline_unloaded(p, &list);
+    for (size_t i = 0; i < n; i++)
+        ps_pipeline_loaded(p, list[i]);
+}
+
+static int replay(const rec *v, size_t n, intern *ids, intern *custs,
+                  intern *prods, intern *camps, size_t k, double test_frac,
+                  size_t flush_every, int64_t also_top_n, tally *out)
+{
+    char err[256];
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    if (also_top_n > 0)
+        conf.also_top_n = also_top_n;
+    if ((int64_t)k > conf.reco_n)
+        conf.reco_n = (int64_t)k;
+    ps_pipeline *p = ps_pipeline_new(&conf, err, sizeof(err));
+    ps_batch *b = ps_batch_new("ps:");
+    ps_copurchase_item items[MAX_K];
+    int32_t pop_list[MAX_K];
+    pairset bought = {0};
+    popular pop;
+    bool *warm = calloc(custs->n ? custs->n : 1, sizeof(*warm));
+    int rc = 0;
+
+    if (p == NULL || b == NULL || warm == NULL) {
+        fprintf(stderr, "reco_eval: %s\n", p ? "out of memory" : err);
+        ps_pipeline_destroy(p);
+        ps_batch_destroy(b);
+        free(warm);
+        return -1;
+    }
+    popular_init(&pop, prods->n);
+    memset(out, 0, sizeof(*out));
+    int64_t t0 = n ? v[0].ts : 0, t1 = n ? v[n - 1].ts : 0;
+    int64_t cut = t0 + (int64_t)((double)(t1 - t0) * (1.0 - test_frac));
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const rec *r = &v[i];
+        ps_event ev = {0};
+        ev.event_id = S_of(ids, r->id);
+        ev.customer_id = S_of(custs, r->cust);
+        ev.product_id = S_of(prods, r->prod);
+        ev.campaign = S_of(camps, r->campaign);
+        ev.type = r->type;
+        ev.has_amount = r->has_amount;
+        ev.amount = r->amount;
+        ev.ts = r->ts;
+        ev.signup_ts = r->signup_ts;
+        ps_customer *c = ps_pipeline_find(p, PS_KIND_CUSTOMER, ev.customer_id);
+
+        if (r->type == PS_PURCHASE && r->prod >= 0 && r->ts >= cut) {
+            out->purchases_test++;
+            if (pairset_has(&bought, pair_key(r->cust, r->prod))) {
+                out->repeats++;
+                goto apply;
+            }
+            out->evaluated++;
+            long nr = c ? ps_copurchase_reco(p, c, k, items) : 0;
+            if (nr < 0) {
+                rc = -1;
+                break;
+            }
+            bool hit_reco = false, hit_pop = false, hit_hybrid = false;
+            for (long j = 0; j < nr; j++)
+                hit_reco |= ps_str_eq(items[j].product->id, ev.product_id);
+            /* most popular so far, not bought by the customer */
+            size_t np = 0;
+            for (size_t j = 0; j < prods->n && np < k; j++) {
+                int32_t q = pop.order[j];
+                if (pop.count[q] == 0)
+                    break;
+                if (!pairset_has(&bought, pair_key(r->cust, q)))
+                    pop_list[np++] = q;
+            }
+            for (size_t j = 0; j < np; j++)
+                hit_pop |= pop_list[j] == r->prod;
+            /* hybrid: reco, then popular ones not in it */
+            size_t nh = (size_t)nr;
+            hit_hybrid = hit_reco;
+            for (size_t j = 0; j < np && nh < k; j++) {
+                bool dup = false;
+                for (long m = 0; m < nr; m++)
+                    dup |= ps_str_eq(items[m].product->id,
+                                     S_of(prods, pop_list[j]));
+                if (dup)
+                    continue;
+                nh++;
+                hit_hybrid |= pop_list[j] == r->prod;
+            }
+            out->hits_reco += hit_reco;
+            out->hits_pop += hit_pop;
+            out->hits_hybrid += hit_hybrid;
+            out->reco_empty += nr == 0;
+            out->reco_len_sum += (double)nr;
+            if (warm[r->cust]) {
+                out->warm++;
+                out->warm_hits_reco += hit_reco;
+                out->warm_hits_pop += hit_pop;
+            }
+        }
+    apply:
+        if (c == NULL) {
+            int e;
+            c = ps_pipeline_add(p, ev.customer_id, NULL, 0, &e);
+            if (c == NULL) {
+                rc = -1;
+                break;
+            }
+        }
+        bool late;
+        if (ps_pipeline_apply(p, &ev, c, &late) < 0 ||
+            ps_pipeline_advance(p, 0) < 0) {
+            rc = -1;
+            break;
+        }
+        load_all(p);
+        if (r->type == PS_PURCHASE && r->prod >= 0) {
+            if (!pairset_has(&bought, pair_key(r->cust, r->prod)))
+                pairset_add(&bought, pair_key(r->cust, r->prod));
+            popular_bump(&pop, r->prod);
+        }
+        if ((r->type == PS_PURCHASE || r->type == PS_WISHLIST) &&
+            r->prod >= 0)
+            warm[r->cust] = true;
+        if ((i + 1) % flush_every == 0 || i + 1 == n) {
+            ps_batch_clear(b);
+            ps_pipeline_write(p, b);
+            if (ps_batch_error(b) < 0) {
+                rc = -1;
+                break;
+            }
+            ps_pipeline_flushed(p);
+        }
+    }
+    if (rc < 0)
+        fprintf(stderr, "reco_eval: replay failed (out of memory)\n");
+    popular_free(&pop);
+    free(bought.v);
+    free(warm);
+    ps_batch_destroy(b);
+    ps_pipeline_destroy(p);
+    return rc;
+}
+
+static double pct(size_t a, size_t b) { return b ? 100.0 * (double)a / (double)b : 0; }
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: reco_eval [--name NAME] [--k K] [--test-frac F] "
+                    "[--flush-every N] [--also-top-n N] FILE.json\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *name = NULL, *path = NULL;
+    size_t k = 10, flush_every = 1000;
+    int64_t also_top_n = 0;
+    double test_frac = 0.2;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--name") == 0 && i + 1 < argc)
+            name = argv[++i];
+        else if (strcmp(argv[i], "--k") == 0 && i + 1 < argc)
+            k = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--test-frac") == 0 && i + 1 < argc)
+            test_frac = strtod(argv[++i], NULL);
+        else if (strcmp(argv[i], "--flush-every") == 0 && i + 1 < argc)
+            flush_every = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--also-top-n") == 0 && i + 1 < argc)
+            also_top_n = strtoll(argv[++i], NULL, 10);
+        else if (argv[i][0] != '-' && path == NULL)
+            path = argv[i];
+        else {
+            usage();
+            return 2;
+        }
+    }
+    if (path == NULL || k == 0 || k > MAX_K || !(test_frac > 0) ||
+        test_frac > 1 || flush_every == 0) {
+        usage();
+        return 2;
+    }
+    if (name == NULL)
+        name = path;
+
+    intern ids = {0}, custs = {0}, prods = {0}, camps = {0};
+    rec *v = NULL;
+    size_t n = 0;
+    tally t;
+    int status = 1;
+    if (read_events(path, &ids, &custs, &prods, &camps, &v, &n) == 0 &&
+        replay(v, n, &ids, &custs, &prods, &camps, k, test_frac, flush_every,
+               also_top_n, &t) == 0) {
+        printf("%s: %zu events, %zu customers, %zu products; test window = "
+               "last %.0f%% of time\n",
+               name, n, custs.n, prods.n, 100 * test_frac);
+        printf("  purchases in window %zu: %zu repeats (never a hit: both "
+               "lists leave bought products out), %zu evaluated\n",
+               t.purchases_test, t.repeats, t.evaluated);
+        printf("  copurchase reco@%zu   %6zu / %-6zu = %6.2f %%  (empty reco "
+               "for %zu, mean length %.2f)\n",
+               k, t.hits_reco, t.evaluated, pct(t.hits_reco, t.evaluated),
+               t.reco_empty,
+               t.evaluated ? t.reco_len_sum / (double)t.evaluated : 0.0);
+        printf("  most-popular@%zu      %6zu / %-6zu = %6.2f %%\n", k,
+               t.hits_pop, t.evaluated, pct(t.hits_pop, t.evaluated));
+        printf("  reco+popular fill@%zu %6zu / %-6zu = %6.2f %%\n", k,
+               t.hits_hybrid, t.evaluated, pct(t.hits_hybrid, t.evaluated));
+        printf("  warm customers only (earlier purchase or wishlist): "
+               "reco %zu / %zu = %.2f %%, popular %zu / %zu = %.2f %%\n",
+               t.warm_hits_reco, t.warm, pct(t.warm_hits_reco, t.warm),
+               t.warm_hits_pop, t.warm, pct(t.warm_hits_pop, t.warm));
+        printf("reco_eval: file=%s evaluated=%zu hits_reco=%zu hits_pop=%zu "
+               "hits_hybrid=%zu warm=%zu warm_hits_reco=%zu "
+               "warm_hits_pop=%zu\n",
+               name, t.evaluated, t.hits_reco, t.hits_pop, t.hits_hybrid,
+               t.warm, t.warm_hits_reco, t.warm_hits_pop);
+        status = 0;
+    }
+    free(v);
+    intern_free(&ids);
+    intern_free(&custs);
+    intern_free(&prods);
+    intern_free(&camps);
+    return status;
+}

@@ -1,0 +1,583 @@
+/*
+ * test_copurchase.c -- co-purchase counts, ps:prod:{id}:also, and
+ * recommendations (ps:cust:{id}:reco) through the pipeline, on small
+ * histories with hand-computed outcomes.
+ *
+ * Each case applies events to a fresh pipeline and reads back the
+ * in-memory view (ps_copurchase_count, ps_copurchase_reco) and what a flush
+ * writes into a ps_batch: ZINCRBY deltas and ZREMRANGEBYRANK trims of
+ * ps:prod:{x}:also, DEL + ZADD of ps:cust:{id}:reco, the also_state
+ * snapshot.  Product posteriors are funnels' flat (1 + s) / (2 + n).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../aggregates/copurchase.h"
+#include "../../aggregates/pipeline.h"
+
+#define H (3600 * 1000LL)
+#define DAY (24 * H)
+
+#define assert_close(a, b, tol)                                               \
+    do {                                                                      \
+        double a_ = (a), b_ = (b);                                            \
+        if (fabs(a_ - b_) > (tol) * (1.0 + fabs(b_)))                         \
+            fail_msg("%s = %.17g, expected %.17g", #a, a_, b_);               \
+    } while (0)
+
+static ps_str S(const char *s) { return (ps_str){s, (uint32_t)strlen(s)}; }
+
+typedef struct fx {
+    ps_pipeline *p;
+    ps_batch *b;
+    int seq;
+} fx;
+
+static void load_all(ps_pipeline *p)
+{
+    /* every shared entity counts as loaded from an empty Redis */
+    ps_entity **list;
+    size_t n = ps_pipeline_unloaded(p, &list);
+    for (size_t i = 0; i < n; i++)
+        ps_pipeline_loaded(p, list[i]);
+}
+
+static void fx_init_conf(fx *f, const ps_agg_conf *conf)
+{
+    char err[256];
+    f->p = ps_pipeline_new(conf, err, sizeof(err));
+    assert_non_null(f->p);
+    f->b = ps_batch_new("ps:");
+    assert_non_null(f->b);
+    f->seq = 0;
+    load_all(f->p);
+}
+
+static void fx_init(fx *f)
+{
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    fx_init_conf(f, &conf);
+}
+
+static void fx_clear(fx *f)
+{
+    ps_batch_destroy(f->b);
+    ps_pipeline_destroy(f->p);
+}
+
+static void ev(fx *f, const char *cust, ps_event_type t, const char *prod,
+               int64_t ts)
+{
+    char id[32];
+    ps_event e;
+    int err;
+    bool late;
+    memset(&e, 0, sizeof(e));
+    snprintf(id, sizeof(id), "ev%d", ++f->seq);
+    e.event_id = S(id);
+    e.customer_id = S(cust);
+    e.type = t;
+    if (prod != NULL)
+        e.product_id = S(prod);
+    if (t == PS_SPEND) {
+        e.has_amount = true;
+        e.amount = 10;
+    }
+    e.ts = ts;
+    ps_customer *c = ps_pipeline_find(f->p, PS_KIND_CUSTOMER, e.customer_id);
+    if (c == NULL)
+        c = ps_pipeline_add(f->p, e.customer_id, NULL, 0, &err);
+    assert_non_null(c);
+    assert_int_equal(ps_pipeline_apply(f->p, &e, c, &late), 0);
+    assert_int_equal(ps_pipeline_advance(f->p, 0), 0);
+}
+
+static void flush(fx *f)
+{
+    ps_batch_clear(f->b);
+    ps_pipeline_write(f->p, f->b);
+}
+
+static ps_entity *prod(fx *f, const char *id)
+{
+    ps_entity *e = ps_pipeline_find(f->p, PS_KIND_PRODUCT, S(id));
+    assert_non_null(e);
+    return e;
+}
+
+static ps_entity *cust(fx *f, const char *id)
+{
+    ps_entity *e = ps_pipeline_find(f->p, PS_KIND_CUSTOMER, S(id));
+    assert_non_null(e);
+    return e;
+}
+
+static long long count(fx *f, const char *x, const char *y)
+{
+    return (long long)ps_copurchase_count(f->p, prod(f, x), prod(f, y));
+}
+
+/* Sum of ZINCRBY key by member in the batch. */
+static long long zincr(const fx *f, const char *key, const char *member)
+{
+    const char *argv[8];
+    size_t lens[8];
+    long long total = 0;
+    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
+        if (ps_batch_argc(f->b, i) != 4)
+            continue;
+        ps_batch_argv(f->b, i, argv, lens);
+        if (strcmp(argv[0], "ZINCRBY") == 0 && strcmp(argv[1], key) == 0 &&
+            strcmp(argv[3], member) == 0)
+            total += strtoll(argv[2], NULL, 10);
+    }
+    return total;
+}
+
+/* Number of commands named cmd (on key, when key is not NULL). */
+static int ncmd(const fx *f, const char *cmd, const char *key)
+{
+    const char *argv[64];
+    size_t lens[64];
+    int n = 0;
+    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
+        if (ps_batch_argc(f->b, i) > 64)
+            continue;
+        ps_batch_argv(f->b, i, argv, lens);
+        n += strcmp(argv[0], cmd) == 0 &&
+             (key == NULL || strcmp(argv[1], key) == 0);
+    }
+    return n;
+}
+
+/* The trim of key: its stop rank (-(N+1)), or 0 when there is none. */
+static long long trim_stop(const fx *f, const char *key)
+{
+    const char *argv[4];
+    size_t lens[4];
+    long long stop = 0;
+    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
+        if (ps_batch_argc(f->b, i) != 4)
+            continue;
+        ps_batch_argv(f->b, i, argv, lens);
+        if (strcmp(argv[0], "ZREMRANGEBYRANK") == 0 &&
+            strcmp(argv[1], key) == 0) {
+            assert_string_equal(argv[2], "0");
+            stop = strtoll(argv[3], NULL, 10);
+        }
+    }
+    return stop;
+}
+
+/* The value of field in an HSET of key, copied into out. */
+static bool hset_value(const fx *f, const char *key, const char *field,
+                       char *out, size_t cap, size_t *len)
+{
+    const char *argv[128];
+    size_t lens[128];
+    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
+        size_t argc = ps_batch_argc(f->b, i);
+        if (argc > 128)
+            continue;
+        ps_batch_argv(f->b, i, argv, lens);
+        if (strcmp(argv[0], "HSET") != 0 || strcmp(argv[1], key) != 0)
+            continue;
+        for (size_t a = 2; a + 1 < argc; a += 2) {
+            if (strcmp(argv[a], field) != 0)
+                continue;
+            assert_true(lens[a + 1] < cap);
+            memcpy(out, argv[a + 1], lens[a + 1]);
+            out[lens[a + 1]] = '\0';
+            *len = lens[a + 1];
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * a buys p1, p2, p1 again, p3; b buys p1, p2; c buys p2, p4, p2 again.
+ * Distinct customers per pair: C[p1][p2] = 2 (a, b), C[p1][p3] = 1,
+ * C[p2][p3] = 1, C[p2][p4] = 1, C[p1][p4] = C[p3][p4] = 0; symmetric.
+ */
+static void test_counts(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f);
+    ev(&f, "a", PS_PURCHASE, "p1", 1 * H);
+    ev(&f, "a", PS_PURCHASE, "p2", 2 * H);
+    ev(&f, "a", PS_PURCHASE, "p1", 3 * H); /* repeat: nothing new */
+    ev(&f, "a", PS_PURCHASE, "p3", 4 * H);
+    ev(&f, "b", PS_PURCHASE, "p1", 5 * H);
+    ev(&f, "b", PS_PURCHASE, "p2", 6 * H);
+    ev(&f, "c", PS_PURCHASE, "p2", 7 * H);
+    ev(&f, "c", PS_PURCHASE, "p4", 8 * H);
+    ev(&f, "c", PS_PURCHASE, "p2", 9 * H);
+
+    assert_int_equal(count(&f, "p1", "p2"), 2);
+    assert_int_equal(count(&f, "p2", "p1"), 2);
+    assert_int_equal(count(&f, "p1", "p3"), 1);
+    assert_int_equal(count(&f, "p3", "p1"), 1);
+    assert_int_equal(count(&f, "p2", "p3"), 1);
+    assert_int_equal(count(&f, "p2", "p4"), 1);
+    assert_int_equal(count(&f, "p4", "p2"), 1);
+    assert_int_equal(count(&f, "p1", "p4"), 0);
+    assert_int_equal(count(&f, "p3", "p4"), 0);
+    assert_int_equal(count(&f, "p1", "p1"), 0);
+
+    flush(&f);
+    assert_int_equal(zincr(&f, "ps:prod:p1:also", "p2"), 2);
+    assert_int_equal(zincr(&f, "ps:prod:p2:also", "p1"), 2);
+    assert_int_equal(zincr(&f, "ps:prod:p1:also", "p3"), 1);
+    assert_int_equal(zincr(&f, "ps:prod:p3:also", "p2"), 1);
+    assert_int_equal(zincr(&f, "ps:prod:p4:also", "p2"), 1);
+    assert_int_equal(zincr(&f, "ps:prod:p1:also", "p4"), 0);
+    /* one coalesced ZINCRBY per pair: 4 unordered pairs, both ways */
+    assert_int_equal(ncmd(&f, "ZINCRBY", NULL), 8);
+    /* the default top 20: keep ranks -20..-1 */
+    assert_int_equal(trim_stop(&f, "ps:prod:p1:also"), -21);
+    assert_int_equal(ncmd(&f, "ZREMRANGEBYRANK", NULL), 4);
+    /* a failed flush writes the same deltas again */
+    flush(&f);
+    assert_int_equal(zincr(&f, "ps:prod:p1:also", "p2"), 2);
+    ps_pipeline_flushed(f.p);
+
+    /* after a successful flush only new pairs are written; repeats add
+     * nothing */
+    ev(&f, "a", PS_PURCHASE, "p3", 10 * H);
+    ev(&f, "b", PS_PURCHASE, "p2", 10 * H);
+    flush(&f);
+    assert_int_equal(ncmd(&f, "ZINCRBY", NULL), 0);
+    ps_pipeline_flushed(f.p);
+    ev(&f, "b", PS_PURCHASE, "p3", 11 * H);
+    flush(&f);
+    assert_int_equal(zincr(&f, "ps:prod:p3:also", "p1"), 1);
+    assert_int_equal(zincr(&f, "ps:prod:p3:also", "p2"), 1);
+    assert_int_equal(zincr(&f, "ps:prod:p1:also", "p3"), 1);
+    assert_int_equal(ncmd(&f, "ZINCRBY", NULL), 4);
+    assert_int_equal(count(&f, "p1", "p3"), 2);
+    ps_pipeline_flushed(f.p);
+    fx_clear(&f);
+}
+
+/*
+ * Top-N trimming with also_top_n = 1: the zset keeps rank -1 only
+ * (ZREMRANGEBYRANK 0 -2) and every delta is still written exactly; the
+ * in-memory table keeps K = 4 partners, and a fifth takes the place of a
+ * count-1 partner.
+ */
+static void test_top_n(void **state)
+{
+    (void)state;
+    fx f;
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.also_top_n = 1;
+    fx_init_conf(&f, &conf);
+    /* x is bought with y1 by three customers, with y2 by two */
+    const char *with[3][3] = {{"y1", "y2", "y3"}, {"y1", "y2", "y4"},
+                              {"y1", "y5", NULL}};
+    char c[8];
+    for (int i = 0; i < 3; i++) {
+        snprintf(c, sizeof(c), "c%d", i);
+        ev(&f, c, PS_PURCHASE, "x", 1 * H);
+        for (int j = 0; j < 3 && with[i][j]; j++)
+            ev(&f, c, PS_PURCHASE, with[i][j], 2 * H + j);
+    }
+    assert_int_equal(count(&f, "x", "y1"), 3);
+    assert_int_equal(count(&f, "x", "y2"), 2);
+    /* the table was full (y1 2, y2 2, y3 1, y4 1) when y5 came: it took
+     * the place of the first count-1 partner, y3 */
+    assert_int_equal(count(&f, "x", "y3"), 0);
+    assert_int_equal(count(&f, "x", "y4"), 1);
+    assert_int_equal(count(&f, "x", "y5"), 1);
+    /* a fourth customer buys y1 and x: y1 3 -> 4 */
+    ev(&f, "c9", PS_PURCHASE, "y1", 3 * H);
+    ev(&f, "c9", PS_PURCHASE, "x", 3 * H);
+    assert_int_equal(count(&f, "x", "y1"), 4);
+    flush(&f);
+    assert_int_equal(zincr(&f, "ps:prod:x:also", "y1"), 4);
+    assert_int_equal(zincr(&f, "ps:prod:x:also", "y2"), 2);
+    assert_int_equal(zincr(&f, "ps:prod:x:also", "y3"), 1);
+    assert_int_equal(zincr(&f, "ps:prod:x:also", "y5"), 1); /* exact */
+    assert_int_equal(trim_stop(&f, "ps:prod:x:also"), -2);
+    ps_pipeline_flushed(f.p);
+    fx_clear(&f);
+}
+
+/*
+ * Recommendations.  u4 clicks B and never buys (after 9 days the funnel
+ * expires: B has 1 trial, 0 successes, P = 1/3); u1 clicks C and buys it
+ * (C: 1 trial, 1 success, P = 2/3); other products have no trial (P =
+ * 1/2).  Purchases: u1 A, B, C; u2 A, B; u3 B, D.  So C[A][B] = 2,
+ * C[A][C] = C[B][C] = C[B][D] = 1.
+ *   t buys A and wishlists D: candidates (A excluded) B = C[A][B] +
+ *   C[D][B] = 3 -> 3 * 1/3 = 1; C = C[A][C] = 1 -> 2/3.  D itself: 0.
+ *   u2 (A, B): C = 1 + 1 = 2 -> 4/3; D = C[B][D] = 1 -> 1/2.
+ */
+static void setup_reco(fx *f)
+{
+    ev(f, "u4", PS_CLICK, "B", 1 * H);
+    ev(f, "mover", PS_SPEND, NULL, 9 * DAY); /* expires u4's funnel */
+    int64_t t0 = 9 * DAY;
+    ev(f, "u1", PS_CLICK, "C", t0 + 1 * H);
+    ev(f, "u1", PS_PURCHASE, "A", t0 + 2 * H);
+    ev(f, "u1", PS_PURCHASE, "B", t0 + 2 * H);
+    ev(f, "u1", PS_PURCHASE, "C", t0 + 2 * H);
+    ev(f, "u2", PS_PURCHASE, "A", t0 + 3 * H);
+    ev(f, "u2", PS_PURCHASE, "B", t0 + 3 * H);
+    ev(f, "u3", PS_PURCHASE, "B", t0 + 4 * H);
+    ev(f, "u3", PS_PURCHASE, "D", t0 + 4 * H);
+    ev(f, "t", PS_PURCHASE, "A", t0 + 5 * H);
+    ev(f, "t", PS_WISHLIST, "D", t0 + 5 * H);
+}
+
+static double zadd_score(const fx *f, const char *key, const char *member)
+{
+    const char *argv[64];
+    size_t lens[64];
+    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
+        size_t argc = ps_batch_argc(f->b, i);
+        if (argc > 64)
+            continue;
+        ps_batch_argv(f->b, i, argv, lens);
+        if (strcmp(argv[0], "ZADD") != 0 || strcmp(argv[1], key) != 0)
+            continue;
+        for (size_t a = 2; a + 1 < argc; a += 2)
+            if (strcmp(argv[a + 1], member) == 0)
+                return strtod(argv[a], NULL);
+    }
+    return NAN;
+}
+
+static int zadd_members(const fx *f, const char *key)
+{
+    const char *argv[64];
+    size_t lens[64];
+    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
+        size_t argc = ps_batch_argc(f->b, i);
+        if (argc > 64)
+            continue;
+        ps_batch_argv(f->b, i, argv, lens);
+        if (strcmp(argv[0], "ZADD") == 0 && strcmp(argv[1], key) == 0)
+            return (int)(argc - 2) / 2;
+    }
+    return 0;
+}
+
+static void test_reco(void **state)
+{
+    (void)state;
+    fx f;
+    ps_copurchase_item out[10];
+    fx_init(&f);
+    setup_reco(&f);
+
+    long n = ps_copurchase_reco(f.p, cust(&f, "t"), 10, out);
+    assert_int_equal(n, 2);
+    assert_true(ps_str_eq(out[0].product->id, S("B")));
+    assert_close(out[0].score, 1.0, 1e-12);
+    assert_true(ps_str_eq(out[1].product->id, S("C")));
+    assert_close(out[1].score, 2.0 / 3.0, 1e-12);
+    /* at most n */
+    assert_int_equal(ps_copurchase_reco(f.p, cust(&f, "t"), 1, out), 1);
+    assert_true(ps_str_eq(out[0].product->id, S("B")));
+
+    n = ps_copurchase_reco(f.p, cust(&f, "u2"), 10, out);
+    assert_int_equal(n, 2);
+    assert_true(ps_str_eq(out[0].product->id, S("C")));
+    assert_close(out[0].score, 4.0 / 3.0, 1e-12);
+    assert_true(ps_str_eq(out[1].product->id, S("D")));
+    assert_close(out[1].score, 0.5, 1e-12);
+
+    /* u1 bought every co-purchased product but D: D = C[B][D] = 1 */
+    n = ps_copurchase_reco(f.p, cust(&f, "u1"), 10, out);
+    assert_int_equal(n, 1);
+    assert_true(ps_str_eq(out[0].product->id, S("D")));
+    /* no purchase, no wishlist: nothing */
+    assert_int_equal(ps_copurchase_reco(f.p, cust(&f, "u4"), 10, out), 0);
+
+    flush(&f);
+    assert_int_equal(zadd_members(&f, "ps:cust:t:reco"), 2);
+    assert_close(zadd_score(&f, "ps:cust:t:reco", "B"), 1.0, 1e-9);
+    assert_close(zadd_score(&f, "ps:cust:t:reco", "C"), 2.0 / 3.0, 1e-9);
+    assert_true(isnan(zadd_score(&f, "ps:cust:t:reco", "A"))); /* bought */
+    assert_int_equal(zadd_members(&f, "ps:cust:u2:reco"), 2);
+    assert_int_equal(ncmd(&f, "ZADD", "ps:cust:u4:reco"), 0);
+    assert_int_equal(ncmd(&f, "DEL", "ps:cust:t:reco"), 0); /* never written */
+    ps_pipeline_flushed(f.p);
+
+    /* nothing changed for t: not rewritten */
+    ev(&f, "u2", PS_CLICK, "C", 9 * DAY + 6 * H);
+    flush(&f);
+    assert_int_equal(ncmd(&f, "ZADD", "ps:cust:t:reco"), 0);
+    assert_int_equal(ncmd(&f, "DEL", "ps:cust:u2:reco"), 1);
+    assert_int_equal(ncmd(&f, "ZADD", "ps:cust:u2:reco"), 1);
+    ps_pipeline_flushed(f.p);
+
+    /* t buys B: replaced atomically, B gone; C = C[A][C] + C[B][C] = 2,
+     * D = C[B][D] = 1 (D is wishlisted, not bought) */
+    ev(&f, "t", PS_PURCHASE, "B", 9 * DAY + 7 * H);
+    flush(&f);
+    assert_int_equal(ncmd(&f, "DEL", "ps:cust:t:reco"), 1);
+    assert_int_equal(zadd_members(&f, "ps:cust:t:reco"), 2);
+    assert_true(isnan(zadd_score(&f, "ps:cust:t:reco", "B")));
+    assert_close(zadd_score(&f, "ps:cust:t:reco", "C"), 4.0 / 3.0, 1e-9);
+    assert_close(zadd_score(&f, "ps:cust:t:reco", "D"), 0.5, 1e-9);
+    ps_pipeline_flushed(f.p);
+    ps_pipeline_forget_all(f.p);
+    fx_clear(&f);
+}
+
+/* The copurchase part of a saved customer blob (pipeline.h format). */
+static ps_rbuf part_of(const ps_wbuf *w, const char *name)
+{
+    ps_rbuf r, part;
+    uint8_t version, count;
+    ps_rbuf_init(&r, w->data, w->len);
+    assert_int_equal(ps_rbuf_u8(&r, &version), 0);
+    assert_int_equal(ps_rbuf_u8(&r, &count), 0);
+    for (unsigned k = 0; k < count; k++) {
+        uint8_t nlen;
+        uint32_t len;
+        char n[256];
+        assert_int_equal(ps_rbuf_u8(&r, &nlen), 0);
+        assert_int_equal(ps_rbuf_get(&r, n, nlen), 0);
+        n[nlen] = '\0';
+        assert_int_equal(ps_rbuf_u32(&r, &len), 0);
+        assert_true(ps_rbuf_left(&r) >= len);
+        ps_rbuf_init(&part, r.p, len);
+        if (strcmp(n, name) == 0)
+            return part;
+        r.p += len;
+    }
+    fail_msg("no part %s", name);
+    return part;
+}
+
+/*
+ * Saved state: a customer's sets survive save/load (same blob again, a
+ * repeat purchase after the reload adds nothing, a new one pairs with the
+ * restored purchases only), and a product's also_state snapshot, fed back
+ * through load_shared_field, restores its counts in a new pipeline.
+ */
+static void test_save_load(void **state)
+{
+    (void)state;
+    fx f, g;
+    ps_wbuf w1, w2;
+    char snap[4096];
+    size_t snap_len;
+    fx_init(&f);
+    setup_reco(&f);
+    ps_wbuf_init(&w1);
+    ps_wbuf_init(&w2);
+    ps_pipeline_save_customer(f.p, cust(&f, "t"), &w1);
+    flush(&f);
+    assert_true(hset_value(&f, "ps:prod:B", "also_state", snap, sizeof(snap),
+                           &snap_len));
+
+    fx_init(&g);
+    int err;
+    ps_customer *t = ps_pipeline_add(g.p, S("t"), w1.data, w1.len, &err);
+    assert_non_null(t);
+    assert_int_equal(err, 0);
+    ps_pipeline_save_customer(g.p, t, &w2);
+    ps_rbuf r1 = part_of(&w1, "copurchase"), r2 = part_of(&w2, "copurchase");
+    assert_int_equal(ps_rbuf_left(&r1), ps_rbuf_left(&r2));
+    assert_memory_equal(r1.p, r2.p, ps_rbuf_left(&r1));
+    /* version, purchased {A}, wishlisted {D}, wish_next 0, reco not yet
+     * written when saved */
+    assert_int_equal(ps_rbuf_left(&r1), 1 + 4 + 5 + 4 + 5 + 4 + 1);
+
+    /* snapshot of B: partners A 2, C 1, D 1 */
+    ps_entity *b = ps_pipeline_entity(g.p, PS_KIND_PRODUCT, S("B"));
+    assert_non_null(b);
+    ps_pipeline_load_field(g.p, b, "also_state", 10, snap, snap_len);
+    ps_pipeline_load_field(g.p, b, "also_state", 10, snap, snap_len); /* retry */
+    load_all(g.p);
+    assert_int_equal(count(&g, "B", "A"), 2);
+    assert_int_equal(count(&g, "B", "C"), 1);
+    assert_int_equal(count(&g, "B", "D"), 1);
+
+    ev(&g, "t", PS_PURCHASE, "A", 10 * DAY); /* bought before the reload */
+    flush(&g);
+    assert_int_equal(ncmd(&g, "ZINCRBY", NULL), 0);
+    ps_pipeline_flushed(g.p);
+    ev(&g, "t", PS_PURCHASE, "B", 10 * DAY);
+    assert_int_equal(count(&g, "B", "A"), 3); /* loaded 2 + t */
+    assert_int_equal(count(&g, "A", "B"), 1); /* A's snapshot not loaded */
+    assert_int_equal(count(&g, "B", "D"), 1); /* D is only wishlisted */
+    flush(&g);
+    assert_int_equal(ncmd(&g, "ZINCRBY", NULL), 2);
+    assert_int_equal(zincr(&g, "ps:prod:B:also", "A"), 1);
+    /* reco: C = C[B][C] = 1 at P 1/2 (no funnels in g) */
+    assert_close(zadd_score(&g, "ps:cust:t:reco", "C"), 0.5, 1e-9);
+    assert_true(isnan(zadd_score(&g, "ps:cust:t:reco", "A")));
+    ps_pipeline_flushed(g.p);
+
+    /* a corrupt blob is refused */
+    w1.data[w1.len - 1] ^= 0xff;
+    w1.len -= 3;
+    ps_customer *bad = ps_pipeline_add(g.p, S("t2"), w1.data, w1.len, &err);
+    assert_null(bad);
+    assert_int_equal(err, -5);
+
+    ps_wbuf_clear(&w1);
+    ps_wbuf_clear(&w2);
+    fx_clear(&g);
+    fx_clear(&f);
+}
+
+/* The wishlist is bounded: with copurchase_max_items = 2 a third wish
+ * replaces the oldest, and purchases past the cap add no pairs. */
+static void test_bounds(void **state)
+{
+    (void)state;
+    fx f;
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.copurchase_max_items = 2;
+    fx_init_conf(&f, &conf);
+    ev(&f, "a", PS_PURCHASE, "p1", H);
+    ev(&f, "a", PS_PURCHASE, "p2", H);
+    ev(&f, "a", PS_PURCHASE, "p3", H); /* set full: not counted */
+    assert_int_equal(count(&f, "p1", "p2"), 1);
+    assert_int_equal(count(&f, "p1", "p3"), 0);
+    ev(&f, "b", PS_PURCHASE, "p3", H);
+    ev(&f, "b", PS_WISHLIST, "w1", H);
+    ev(&f, "b", PS_WISHLIST, "w2", H);
+    ev(&f, "b", PS_WISHLIST, "w3", H); /* replaces w1 */
+    ev(&f, "c", PS_PURCHASE, "w1", H);
+    ev(&f, "c", PS_PURCHASE, "p1", H);
+    ev(&f, "d", PS_PURCHASE, "w3", H);
+    ev(&f, "d", PS_PURCHASE, "p2", H);
+    ps_copurchase_item out[4];
+    /* b: p3 (no partners), wishes w2, w3: only C[w3][p2] = 1 */
+    long n = ps_copurchase_reco(f.p, cust(&f, "b"), 4, out);
+    assert_int_equal(n, 1);
+    assert_true(ps_str_eq(out[0].product->id, S("p2")));
+    fx_clear(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_counts),
+        cmocka_unit_test(test_top_n),
+        cmocka_unit_test(test_reco),
+        cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_bounds),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

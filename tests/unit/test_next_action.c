@@ -1,0 +1,465 @@
+/*
+ * test_next_action.c -- P(next event type | last type) through the
+ * pipeline, on hand-built histories with hand-computed Dirichlet
+ * posteriors: prior from the segment's transition row, else the global
+ * one, else uniform; customer counts on top; event-time order for events
+ * out of order; transition counters written as HINCRBY deltas exactly once
+ * across a failed and retried flush; saved state read back unchanged.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../aggregates/next_action.h"
+#include "../../aggregates/pipeline.h"
+#include "../../common/error.h"
+
+#define H (3600 * 1000LL)
+
+#define assert_close(a, b, tol)                                               \
+    do {                                                                      \
+        double a_ = (a), b_ = (b);                                            \
+        if (fabs(a_ - b_) > (tol) * (1.0 + fabs(b_)))                         \
+            fail_msg("%s = %.17g, expected %.17g", #a, a_, b_);               \
+    } while (0)
+
+static ps_str S(const char *s) { return (ps_str){s, (uint32_t)strlen(s)}; }
+
+typedef struct fx {
+    ps_pipeline *p;
+    ps_batch *b;
+    int seq;
+} fx;
+
+static void fx_init_conf(fx *f, const ps_agg_conf *conf)
+{
+    char err[256];
+    f->p = ps_pipeline_new(conf, err, sizeof(err));
+    if (f->p == NULL)
+        fail_msg("ps_pipeline_new: %s", err);
+    f->b = ps_batch_new("ps:");
+    f->seq = 0;
+    ps_entity **list;
+    size_t n = ps_pipeline_unloaded(f->p, &list);
+    for (size_t i = 0; i < n; i++)
+        ps_pipeline_loaded(f->p, list[i]);
+}
+
+static void fx_init(fx *f)
+{
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    fx_init_conf(f, &conf);
+}
+
+static void fx_clear(fx *f)
+{
+    ps_batch_destroy(f->b);
+    ps_pipeline_destroy(f->p);
+}
+
+/* Apply one event (amount < 0: none). */
+static void ev_amt(fx *f, const char *cust, ps_event_type t, const char *prod,
+                   double amount, int64_t ts)
+{
+    char idbuf[32];
+    ps_event e;
+    int err;
+    bool late;
+    memset(&e, 0, sizeof(e));
+    snprintf(idbuf, sizeof(idbuf), "ev%d", ++f->seq);
+    e.event_id = S(idbuf);
+    e.customer_id = S(cust);
+    e.type = t;
+    if (prod != NULL)
+        e.product_id = S(prod);
+    if (amount >= 0) {
+        e.has_amount = true;
+        e.amount = amount;
+    }
+    e.ts = ts;
+    ps_customer *c = ps_pipeline_find(f->p, PS_KIND_CUSTOMER, e.customer_id);
+    if (c == NULL)
+        c = ps_pipeline_add(f->p, e.customer_id, NULL, 0, &err);
+    assert_non_null(c);
+    assert_int_equal(ps_pipeline_apply(f->p, &e, c, &late), 0);
+    assert_int_equal(ps_pipeline_advance(f->p, 0), 0);
+}
+
+/* CLICK/WISHLIST/PURCHASE on product "p", SPEND of 10. */
+static void ev(fx *f, const char *cust, ps_event_type t, int64_t ts)
+{
+    ev_amt(f, cust, t, t == PS_SPEND ? NULL : "p", t == PS_SPEND ? 10 : -1,
+           ts);
+}
+
+static void flush(fx *f)
+{
+    ps_batch_clear(f->b);
+    ps_pipeline_write(f->p, f->b);
+}
+
+static long long incr(const fx *f, const char *key, const char *field)
+{
+    const char *argv[8];
+    size_t lens[8];
+    long long total = 0;
+    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
+        if (ps_batch_argc(f->b, i) != 4)
+            continue;
+        ps_batch_argv(f->b, i, argv, lens);
+        if (strcmp(argv[0], "HINCRBY") == 0 && strcmp(argv[1], key) == 0 &&
+            strcmp(argv[2], field) == 0)
+            total += strtoll(argv[3], NULL, 10);
+    }
+    return total;
+}
+
+/* Text of field in the last HSET of key, or NULL. */
+static const char *hset_str(const fx *f, const char *key, const char *field)
+{
+    static const char *argv[256];
+    size_t lens[256];
+    const char *v = NULL;
+    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
+        size_t argc = ps_batch_argc(f->b, i);
+        if (argc > 256)
+            continue;
+        ps_batch_argv(f->b, i, argv, lens);
+        if (strcmp(argv[0], "HSET") != 0 || strcmp(argv[1], key) != 0)
+            continue;
+        for (size_t a = 2; a + 1 < argc; a += 2)
+            if (strcmp(argv[a], field) == 0)
+                v = argv[a + 1];
+    }
+    return v;
+}
+
+static double hset(const fx *f, const char *key, const char *field)
+{
+    const char *v = hset_str(f, key, field);
+    return v ? strtod(v, NULL) : NAN;
+}
+
+/* The customer's four next_* fields equal p (to 1e-12) and, as written,
+ * sum to 1. */
+static void assert_next(const fx *f, const char *cust, double pc, double pw,
+                        double pp, double ps)
+{
+    static const char *const names[4] = {"next_click", "next_wishlist",
+                                         "next_purchase", "next_spend"};
+    const double want[4] = {pc, pw, pp, ps};
+    char key[64];
+    double sum = 0;
+    snprintf(key, sizeof(key), "ps:cust:%s", cust);
+    for (int j = 0; j < 4; j++) {
+        double v = hset(f, key, names[j]);
+        if (isnan(v))
+            fail_msg("%s %s missing", key, names[j]);
+        assert_close(v, want[j], 1e-12);
+        sum += v;
+    }
+    assert_close(sum, 1.0, 1e-14);
+}
+
+/* No segments yet (k-means waits for 256 points): the prior is the
+ * global row.  a: click, purchase, click, click; b: click, wishlist.
+ * Global row click: {click 1, wishlist 1, purchase 1} / 3, so with
+ * strength 10 alpha = (10/3, 10/3, 10/3, 0); a's row click is
+ * {click 1, purchase 1}: (alpha_j + n_j) / (10 + 2). */
+static void test_global_prior(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f);
+    ev(&f, "a", PS_CLICK, 1 * H);
+    ev(&f, "a", PS_PURCHASE, 2 * H);
+    ev(&f, "a", PS_CLICK, 3 * H);
+    ev(&f, "a", PS_CLICK, 4 * H);
+    ev(&f, "b", PS_CLICK, 1 * H);
+    ev(&f, "b", PS_WISHLIST, 2 * H);
+    flush(&f);
+    assert_next(&f, "a", 13.0 / 36, 10.0 / 36, 13.0 / 36, 0);
+    assert_string_equal(hset_str(&f, "ps:cust:a", "last_event_type"),
+                        "click");
+    /* b's last type is wishlist: no data anywhere for that row */
+    assert_next(&f, "b", 0.25, 0.25, 0.25, 0.25);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 1);
+    assert_int_equal(incr(&f, "ps:global", "trans_purchase_click"), 1);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_click"), 1);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_wishlist"), 1);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_spend"), 0);
+    assert_close(hset(&f, "ps:global", "next_purchase_after_click"),
+                 1.0 / 3, 1e-9);
+    assert_close(hset(&f, "ps:global", "next_click_after_purchase"), 1, 0);
+    assert_close(hset(&f, "ps:global", "next_spend_after_spend"), 0.25, 0);
+
+    /* the accessor agrees */
+    double p[4];
+    ps_customer *a = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, S("a"));
+    assert_int_equal(ps_next_action_of(f.p, a, p), PS_CLICK);
+    assert_close(p[PS_PURCHASE], 13.0 / 36, 1e-15);
+    fx_clear(&f);
+}
+
+/* A single event: no transition anywhere, so the uniform prior. */
+static void test_uniform(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f);
+    ev(&f, "u", PS_CLICK, 1 * H);
+    flush(&f);
+    assert_next(&f, "u", 0.25, 0.25, 0.25, 0.25);
+    fx_clear(&f);
+}
+
+/* Segment prior.  One segment (k = 1, named "elite") that every customer
+ * with a purchase amount joins at that purchase.
+ *   s: PURCHASE(amt) click wishlist click PURCHASE(amt) click
+ *      -> p>c, c>w, w>c, c>p, p>c, all in segment 0
+ *   t: PURCHASE(amt) click spend      -> p>c, c>s in segment 0
+ *   g: click click click (no purchase, no segment) -> c>c x2, global only
+ * Segment row click {w 1, p 1, s 1}: alpha = (0, 10/3, 10/3, 10/3); s's
+ * row click {w 1, p 1}: (alpha_j + n_j) / 12.
+ * g falls back to the global row click {c 2, w 1, p 1, s 1}:
+ * alpha = (4, 2, 2, 2), own {c 2}: (alpha_j + n_j) / 12. */
+static void test_segment_prior(void **state)
+{
+    (void)state;
+    fx f;
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.segments_k = 1;
+    conf.segments_batch = 1;
+    conf.segments_names = "elite";
+    fx_init_conf(&f, &conf);
+    ev_amt(&f, "s", PS_PURCHASE, "p1", 100, 1 * H);
+    ev(&f, "s", PS_CLICK, 2 * H);
+    ev(&f, "s", PS_WISHLIST, 3 * H);
+    ev(&f, "s", PS_CLICK, 4 * H);
+    ev_amt(&f, "s", PS_PURCHASE, "p2", 300, 5 * H);
+    ev(&f, "s", PS_CLICK, 6 * H);
+    ev_amt(&f, "t", PS_PURCHASE, "p1", 200, 1 * H);
+    ev(&f, "t", PS_CLICK, 2 * H);
+    ev(&f, "t", PS_SPEND, 3 * H);
+    ev(&f, "g", PS_CLICK, 1 * H);
+    ev(&f, "g", PS_CLICK, 2 * H);
+    ev(&f, "g", PS_CLICK, 3 * H);
+    flush(&f);
+    assert_close(hset(&f, "ps:cust:s", "segment"), 0, 0);
+    assert_true(isnan(hset(&f, "ps:cust:g", "segment")) ||
+                hset(&f, "ps:cust:g", "segment") < 0);
+    assert_next(&f, "s", 0, 13.0 / 36, 13.0 / 36, 10.0 / 36);
+    assert_next(&f, "g", 0.5, 2.0 / 12, 2.0 / 12, 2.0 / 12);
+    assert_int_equal(incr(&f, "ps:segment:0", "trans_purchase_click"), 3);
+    assert_int_equal(incr(&f, "ps:segment:0", "trans_click_click"), 0);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_click"), 2);
+    assert_int_equal(incr(&f, "ps:global", "trans_purchase_click"), 3);
+    assert_close(hset(&f, "ps:segment:0", "next_spend_after_click"), 1.0 / 3,
+                 1e-9);
+    /* t's last type is spend: no spend row anywhere -> uniform */
+    assert_next(&f, "t", 0.25, 0.25, 0.25, 0.25);
+    fx_clear(&f);
+}
+
+/* Event-time order: a WISHLIST at 20 arriving after a PURCHASE at 30
+ * takes back click>purchase and counts click>wishlist>purchase.  Once four
+ * events are remembered, one older than all of them changes nothing. */
+static void test_out_of_order(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f);
+    ev(&f, "o", PS_CLICK, 10 * H);
+    ev(&f, "o", PS_PURCHASE, 30 * H);
+    ev(&f, "o", PS_WISHLIST, 20 * H);
+    flush(&f);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 0);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_wishlist"), 1);
+    assert_int_equal(incr(&f, "ps:global", "trans_wishlist_purchase"), 1);
+    assert_string_equal(hset_str(&f, "ps:cust:o", "last_event_type"),
+                        "purchase");
+    ps_pipeline_flushed(f.p);
+
+    ev(&f, "o", PS_SPEND, 40 * H); /* purchase>spend; memory now full */
+    ev(&f, "o", PS_CLICK, 5 * H);  /* older than all four: ignored */
+    ev(&f, "o", PS_CLICK, 40 * H); /* same time as the spend: after it */
+    flush(&f);
+    assert_int_equal(incr(&f, "ps:global", "trans_purchase_spend"), 1);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_click"), 0);
+    assert_int_equal(incr(&f, "ps:global", "trans_spend_click"), 1);
+    assert_string_equal(hset_str(&f, "ps:cust:o", "last_event_type"),
+                        "click");
+    fx_clear(&f);
+}
+
+/* Shared counters: a flush that fails (no ps_pipeline_flushed) is written
+ * again with the newer changes; after success only what is new. */
+static void test_exactly_once(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f);
+    ev(&f, "x", PS_CLICK, 1 * H);
+    ev(&f, "x", PS_PURCHASE, 2 * H);
+    flush(&f);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 1);
+    /* the transaction failed: nothing flushed */
+    ev(&f, "y", PS_CLICK, 1 * H);
+    ev(&f, "y", PS_PURCHASE, 2 * H);
+    flush(&f);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 2);
+    ps_pipeline_flushed(f.p);
+    flush(&f);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 0);
+    ev(&f, "x", PS_CLICK, 3 * H);
+    flush(&f);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 0);
+    assert_int_equal(incr(&f, "ps:global", "trans_purchase_click"), 1);
+    /* the view is base + delta: row click still {purchase 2} */
+    assert_close(hset(&f, "ps:global", "next_purchase_after_click"), 1, 0);
+    fx_clear(&f);
+}
+
+/* Bases read from Redis count in the prior but are not written again. */
+static void test_base_loaded(void **state)
+{
+    (void)state;
+    char err[256];
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    fx f;
+    f.p = ps_pipeline_new(&conf, err, sizeof(err));
+    assert_non_null(f.p);
+    f.b = ps_batch_new("ps:");
+    f.seq = 0;
+    ps_entity **list;
+    size_t n = ps_pipeline_unloaded(f.p, &list);
+    for (size_t i = 0; i < n; i++) {
+        if (list[i]->kind == PS_KIND_GLOBAL)
+            ps_pipeline_load_field(f.p, list[i], "trans_click_spend", 17,
+                                   "7", 1);
+        ps_pipeline_loaded(f.p, list[i]);
+    }
+    ev(&f, "z", PS_CLICK, 1 * H);
+    flush(&f);
+    /* global row click {spend 7}: alpha = (0, 0, 0, 10), no own counts */
+    assert_next(&f, "z", 0, 0, 0, 1);
+    assert_int_equal(incr(&f, "ps:global", "trans_click_spend"), 0);
+    assert_close(hset(&f, "ps:global", "next_spend_after_click"), 1, 0);
+    fx_clear(&f);
+}
+
+/* The part of a saved customer state (pipeline.h format) that aggregate
+ * name wrote; asserts that it is there. */
+static void section(const ps_wbuf *w, const char *name,
+                    const unsigned char **at, uint32_t *len)
+{
+    size_t i = 2, nl = strlen(name);
+    assert_true(w->len >= 2);
+    for (unsigned k = 0; k < w->data[1]; k++) {
+        size_t l = w->data[i];
+        const unsigned char *nm = w->data + i + 1;
+        i += 1 + l;
+        uint32_t n = (uint32_t)w->data[i] | (uint32_t)w->data[i + 1] << 8 |
+                     (uint32_t)w->data[i + 2] << 16 |
+                     (uint32_t)w->data[i + 3] << 24;
+        i += 4;
+        if (l == nl && memcmp(nm, name, nl) == 0) {
+            *at = w->data + i;
+            *len = n;
+            return;
+        }
+        i += n;
+    }
+    fail_msg("no saved state of %s", name);
+}
+
+/* Saved state reads back as it was, and goes on the same way. */
+static void test_save_load(void **state)
+{
+    (void)state;
+    fx f, g;
+    int err;
+    fx_init(&f);
+    fx_init(&g);
+    ev(&f, "r", PS_CLICK, 10 * H);
+    ev(&f, "r", PS_WISHLIST, 20 * H);
+    ev(&f, "r", PS_PURCHASE, 15 * H);
+    ev_amt(&f, "r", PS_SPEND, NULL, 55.5, 30 * H);
+    ev(&f, "r", PS_CLICK, 40 * H);
+    ps_customer *r = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, S("r"));
+    ps_wbuf w1, w2;
+    ps_wbuf_init(&w1);
+    ps_wbuf_init(&w2);
+    ps_pipeline_save_customer(f.p, r, &w1);
+    ps_customer *r2 = ps_pipeline_add(g.p, S("r"), w1.data, w1.len, &err);
+    assert_non_null(r2);
+    ps_pipeline_save_customer(g.p, r2, &w2);
+    assert_int_equal(w1.len, w2.len);
+    assert_memory_equal(w1.data, w2.data, w1.len);
+
+    /* the same next event in both gives the same next_action state (the
+     * other aggregates' may differ: g's partition clock starts afresh) */
+    g.seq = f.seq;
+    ev(&f, "r", PS_WISHLIST, 35 * H);
+    ev(&g, "r", PS_WISHLIST, 35 * H);
+    ps_wbuf_reset(&w1);
+    ps_wbuf_reset(&w2);
+    ps_pipeline_save_customer(f.p, r, &w1);
+    ps_pipeline_save_customer(g.p, r2, &w2);
+    const unsigned char *s1, *s2;
+    uint32_t n1, n2;
+    section(&w1, "next_action", &s1, &n1);
+    section(&w2, "next_action", &s2, &n2);
+    /* version, 16 counts, 4 remembered events */
+    assert_int_equal(n1, 1 + 16 * 4 + 1 + 4 * 9);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(s1, s2, n1);
+
+    /* a corrupt slice is refused */
+    int ix = ps_pipeline_agg_index("next_action");
+    assert_true(ix >= 0);
+    const ps_aggregate_ops *ops = ps_aggregates[ix];
+    void *slice = calloc(1, ops->state_size[PS_KIND_CUSTOMER]);
+    unsigned char bad[1 + 64 + 1];
+    memset(bad, 0, sizeof(bad));
+    bad[0] = 1;
+    bad[65] = 5; /* more remembered events than kept */
+    ps_rbuf rb;
+    ps_rbuf_init(&rb, bad, sizeof(bad));
+    assert_int_equal(ops->load_customer(ps_pipeline_agg_self(f.p, (size_t)ix),
+                                        r, slice, &rb),
+                     PS_ERR_STATE);
+    ps_rbuf_init(&rb, bad, 10); /* truncated */
+    assert_int_equal(ops->load_customer(ps_pipeline_agg_self(f.p, (size_t)ix),
+                                        r, slice, &rb),
+                     PS_ERR_STATE);
+    free(slice);
+    ps_wbuf_clear(&w1);
+    ps_wbuf_clear(&w2);
+    fx_clear(&f);
+    fx_clear(&g);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_global_prior),
+        cmocka_unit_test(test_uniform),
+        cmocka_unit_test(test_segment_prior),
+        cmocka_unit_test(test_out_of_order),
+        cmocka_unit_test(test_exactly_once),
+        cmocka_unit_test(test_base_loaded),
+        cmocka_unit_test(test_save_load),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
