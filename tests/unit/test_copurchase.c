@@ -477,7 +477,7 @@ static void test_save_load(void **state)
     fx f, g;
     ps_wbuf w1, w2;
     char snap[4096];
-    size_t snap_len;
+    size_t snap_len = 0;
     fx_init(&f);
     setup_reco(&f);
     ps_wbuf_init(&w1);
