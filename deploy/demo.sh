@@ -56,7 +56,9 @@ end=$(date +%s.%N)
 raw() { redis-cli -p "$port" --raw "$@"; }
 h() { raw HGET "$1" "$2"; }
 # print a hash as "field value" lines, indented
-hash_lines() { raw HGETALL "$1" | paste - - | awk -v ind="$2" '{ printf "%s%-24s %s\n", ind, $1, $2 }'; }
+hash_lines() { raw HGETALL "$1" | paste - - | awk -F'\t' -v ind="$2" '{ printf "%s%-24s %s\n", ind, $1, $2 }'; }
+# print a zset's top members with scores, on one line
+zset_line() { raw ZREVRANGE "$1" 0 "$2" WITHSCORES | grep -v "^$" | paste - - | awk '{ printf "%s %s(%.3f)", (NR > 1 ? "," : ""), $1, $2 } END { if (NR == 0) printf " (empty)"; print "" }'; }
 json_num() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$work/gen.json" | head -n1; }
 
 echo
@@ -98,11 +100,22 @@ printf 'triggers (ps:triggers) %s high_intent, %s wishlist_abandoned, %s segment
   "$(raw XRANGE ps:triggers - + | grep -cx high_intent || true)" \
   "$(raw XRANGE ps:triggers - + | grep -cx wishlist_abandoned || true)" \
   "$(raw XRANGE ps:triggers - + | grep -cx segment_changed || true)"
+printf 'reverse paths (ps:paths) %s entries; by path:' "$(raw XLEN ps:paths)"
+raw HGETALL ps:global | paste - - | awk '$1 ~ /^path_/ { sub(/^path_/, "", $1); printf " %s %s;", $1, $2 } END { print "" }'
+echo "cohort windows       cohort, 30-day n / mean / active customers (ps:cohort:{m}:w30d):"
+for key in $(raw --scan --pattern 'ps:cohort:*:w30d' | grep -v ':seg:' | sort); do
+  c=${key#ps:cohort:}
+  printf '    %-8s %6s  %10.2f  %6s\n' "${c%:w30d}" "$(h "$key" n)" \
+    "$(h "$key" mean)" "$(h "$key" active)"
+done
 echo
 echo "three customers:"
-for key in $(raw --scan --pattern 'ps:cust:*' | sort | head -n 3); do
+for key in $(raw --scan --pattern 'ps:cust:*' | grep -v ':intent$\|:reco$' | sort | head -n 3); do
   echo "  $key"
-  hash_lines "$key" "    "
+  hash_lines "$key" "    " | grep -v '^    story '
+  printf '    %-24s %s\n' story "$(h "$key" story)"
+  printf '    %-24s' "reco (top 5)"; zset_line "$key:reco" 4
+  printf '    %-24s' "intent (open funnels)"; zset_line "$key:intent" 4
 done
 echo
 echo "first dead letter (XRANGE ps:dlq - + COUNT 1):"
