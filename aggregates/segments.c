@@ -3,18 +3,10 @@
  * "Segments"; the segment_changed trigger).
  *
  * Features.  A configurable list (--segments-features, default the seed's
- * pair mean_amount,purchases), each a function of the customer's own state
- * as of its latest event:
- *   mean_amount   mean PURCHASE amount
- *   purchases     number of PURCHASEs with an amount
- *   recency_days  days from its last purchase to its latest event
- *   frequency     purchases per 30 days of tenure (first to latest event,
- *                 at least 30 days, so a newcomer's frequency is its
- *                 purchase count rather than an extrapolated outlier)
- *   total_spend   sum of PURCHASE and SPEND amounts
- *   clicks, wishlists   event counts
- *   conversion    purchases / max(1, clicks + wishlists)
- * A customer has features (and gets a segment) from its first PURCHASE with
+ * pair mean_amount,purchases) of functions of the customer's own state as
+ * of its latest event, defined in segment_features.h (public, so that
+ * bench/segments_eval.c rebuilds the very same vectors).  A customer has
+ * features (and gets a segment) from its first PURCHASE with
  * an amount on.  Features are standardised online with the mean and sample
  * standard deviation over the CURRENT feature vectors of all customers that
  * have features (exact: a customer's old vector is removed when its new one
@@ -86,6 +78,7 @@
 #include "kmeans.h"
 #include "normal.h"
 #include "pipeline.h"
+#include "segment_features.h"
 #include "segments.h"
 #include "welford.h"
 #include "../common/error.h"
@@ -93,33 +86,13 @@
 #define SEG_STATE_VERSION 2
 #define SEG_MODEL_VERSION 2
 #define D_MAX PS_KMEANS_MAX_D
-#define DAY_MS 86400000.0
-
-enum feature {
-    F_MEAN_AMOUNT,
-    F_PURCHASES,
-    F_RECENCY,
-    F_FREQUENCY,
-    F_TOTAL,
-    F_CLICKS,
-    F_WISHLISTS,
-    F_CONVERSION,
-    F_KINDS
-};
-
-static const char *const feature_names[F_KINDS] = {
-    "mean_amount", "purchases", "recency_days", "frequency",
-    "total_spend", "clicks",    "wishlists",    "conversion"};
+_Static_assert(PS_SEG_FEATURES_MAX <= PS_KMEANS_MAX_D,
+               "every configurable feature needs a k-means dimension");
 
 typedef struct seg_cust {
-    uint32_t n;         /* purchases with an amount */
-    uint32_t clicks, wishlists;
+    ps_seg_inputs in;   /* raw feature inputs; in.seen = slice in use */
     int32_t segment;    /* -1: none yet */
     uint32_t changed_gen;
-    uint32_t seen;      /* 1 once this aggregate has seen the customer */
-    double mean;        /* mean purchase amount */
-    double total;       /* purchase + spend amounts */
-    int64_t first_ts, last_ts, last_purchase_ts;
 } seg_cust;
 
 /* Mean and variance of a population whose members come and go: sums of
@@ -143,7 +116,7 @@ typedef struct segments {
     ps_pipeline *pipe;
     size_t me;
     int k, d;
-    int feat[D_MAX];     /* feature kinds in order */
+    ps_seg_features feat; /* configured features (d = feat.d) */
     int amount_dim, count_dim;
     double decay;        /* forgetting factor per point; 1 = exact means */
     ps_kmeans_t *km;     /* seeding, standardised centres, naming */
@@ -166,55 +139,17 @@ typedef struct segments {
 static int parse_features(segments *s, const char *list, char *errstr,
                           size_t errstr_size)
 {
-    const char *p = list != NULL ? list : "mean_amount,purchases";
-    s->d = 0;
-    while (*p != '\0') {
-        const char *e = strchr(p, ',');
-        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
-        int kind = -1;
-        for (int i = 0; i < F_KINDS; i++)
-            if (strlen(feature_names[i]) == len &&
-                strncmp(feature_names[i], p, len) == 0)
-                kind = i;
-        if (kind < 0) {
-            ps_set_err(errstr, errstr_size,
-                       "--segments-features: unknown feature '%.*s' (known: "
-                       "mean_amount, purchases, recency_days, frequency, "
-                       "total_spend, clicks, wishlists, conversion)",
-                       (int)len, p);
-            return PS_ERR_CONFIG;
-        }
-        for (int i = 0; i < s->d; i++)
-            if (s->feat[i] == kind) {
-                ps_set_err(errstr, errstr_size,
-                           "--segments-features: '%s' listed twice",
-                           feature_names[kind]);
-                return PS_ERR_CONFIG;
-            }
-        if (s->d == D_MAX) {
-            ps_set_err(errstr, errstr_size,
-                       "--segments-features: at most %d features", D_MAX);
-            return PS_ERR_CONFIG;
-        }
-        s->feat[s->d++] = kind;
-        p += len;
-        if (*p == ',')
-            p++;
-    }
-    if (s->d == 0) {
-        ps_set_err(errstr, errstr_size, "--segments-features: empty list");
-        return PS_ERR_CONFIG;
-    }
-    s->amount_dim = s->count_dim = -1;
-    for (int i = 0; i < s->d; i++) {
-        if (s->feat[i] == F_MEAN_AMOUNT)
-            s->amount_dim = i;
-        if (s->feat[i] == F_PURCHASES)
-            s->count_dim = i;
-    }
-    for (int i = 0; i < s->d && s->count_dim < 0; i++)
-        if (s->feat[i] == F_FREQUENCY)
-            s->count_dim = i;
+    int rc = ps_seg_features_parse(list != NULL ? list
+                                                : "mean_amount,purchases",
+                                   "--segments-features", &s->feat, errstr,
+                                   errstr_size);
+    if (rc != PS_OK)
+        return rc;
+    s->d = s->feat.d;
+    s->amount_dim = ps_seg_features_find(&s->feat, PS_SEG_MEAN_AMOUNT);
+    s->count_dim = ps_seg_features_find(&s->feat, PS_SEG_PURCHASES);
+    if (s->count_dim < 0)
+        s->count_dim = ps_seg_features_find(&s->feat, PS_SEG_FREQUENCY);
     return PS_OK;
 }
 
@@ -260,45 +195,12 @@ static int parse_names(segments *s, const char *list, char *errstr,
 
 static bool has_features(const seg_cust *c)
 {
-    return c->n > 0;
+    return ps_seg_inputs_ready(&c->in);
 }
 
 static void features(const segments *s, const seg_cust *c, double *x)
 {
-    for (int i = 0; i < s->d; i++) {
-        double v = 0;
-        switch (s->feat[i]) {
-        case F_MEAN_AMOUNT:
-            v = c->mean;
-            break;
-        case F_PURCHASES:
-            v = c->n;
-            break;
-        case F_RECENCY:
-            v = (double)(c->last_ts - c->last_purchase_ts) / DAY_MS;
-            break;
-        case F_FREQUENCY: {
-            double days = (double)(c->last_ts - c->first_ts) / DAY_MS;
-            v = c->n * 30.0 / (days > 30 ? days : 30);
-            break;
-        }
-        case F_TOTAL:
-            v = c->total;
-            break;
-        case F_CLICKS:
-            v = c->clicks;
-            break;
-        case F_WISHLISTS:
-            v = c->wishlists;
-            break;
-        case F_CONVERSION: {
-            double tries = (double)c->clicks + c->wishlists;
-            v = c->n / (tries > 1 ? tries : 1);
-            break;
-        }
-        }
-        x[i] = v;
-    }
+    ps_seg_features_of(&s->feat, &c->in, x);
 }
 
 static void pop_add(popstat *p, const double *x, int d, double sign)
@@ -553,7 +455,7 @@ static void sweep_one(void *opaque, ps_entity *cust)
     sweep *w = opaque;
     segments *s = w->s;
     seg_cust *c = ps_pipeline_slice(s->pipe, cust, s->me);
-    if (!c->seen || !has_features(c) ||
+    if (!c->in.seen || !has_features(c) ||
         (w->only >= 0 && c->segment != w->only))
         return;
     double x[D_MAX], z[D_MAX];
@@ -685,43 +587,12 @@ static int seg_apply(void *self, const ps_event *ev, const ps_apply_ctx *ctx)
     seg_cust *c = ctx->cust_state;
     double old_x[D_MAX], x[D_MAX];
 
-    if (!c->seen) {
-        c->seen = 1;
-        c->segment = -1;
-        c->first_ts = c->last_ts = ev->ts;
-        c->last_purchase_ts = ev->ts;
-    }
+    if (!c->in.seen)
+        c->segment = -1; /* a zeroed slice: new customer */
     bool had = has_features(c);
     if (had)
         features(s, c, old_x);
-
-    if (ev->ts < c->first_ts)
-        c->first_ts = ev->ts;
-    if (ev->ts > c->last_ts)
-        c->last_ts = ev->ts;
-    switch (ev->type) {
-    case PS_CLICK:
-        c->clicks++;
-        break;
-    case PS_WISHLIST:
-        c->wishlists++;
-        break;
-    case PS_PURCHASE:
-        if (ev->has_amount) {
-            if (c->n == 0 || ev->ts > c->last_purchase_ts)
-                c->last_purchase_ts = ev->ts;
-            c->n++;
-            c->mean += (ev->amount - c->mean) / c->n;
-            c->total += ev->amount;
-        }
-        break;
-    case PS_SPEND:
-        if (ev->has_amount)
-            c->total += ev->amount;
-        break;
-    default:
-        break;
-    }
+    ps_seg_inputs_add(&c->in, ev);
     if (!has_features(c))
         return PS_OK;
 
@@ -805,7 +676,7 @@ static void seg_write_shared(void *self, ps_batch *b)
         ps_batch_arg_cstr(b, "name");
         ps_batch_arg_cstr(b, s->names[k] ? s->names[k] : "");
         for (int i = 0; i < s->d; i++) {
-            ps_batch_arg_fmt(b, "centroid_%s", feature_names[s->feat[i]]);
+            ps_batch_arg_fmt(b, "centroid_%s", ps_seg_feature_name(s->feat.kind[i]));
             ps_batch_arg_real(b, s->cells[k].pos[i]);
         }
         ps_batch_arg_cstr(b, "spend_n");
@@ -840,7 +711,7 @@ static int seg_save_state(void *self, ps_wbuf *w)
     ps_wbuf_u32(w, (uint32_t)s->k);
     ps_wbuf_u32(w, (uint32_t)s->d);
     for (int i = 0; i < s->d; i++)
-        ps_wbuf_u8(w, (uint8_t)s->feat[i]);
+        ps_wbuf_u8(w, (uint8_t)s->feat.kind[i]);
     ps_wbuf_f64(w, s->pop.n);
     for (int i = 0; i < s->d; i++) {
         ps_wbuf_f64(w, s->pop.shift[i]);
@@ -887,7 +758,7 @@ static int seg_load_state(void *self, const void *blob, size_t len)
         ps_rbuf_u32(&r, &d) < 0 || (int)d != s->d)
         return PS_ERR_STATE;
     for (int i = 0; i < s->d; i++)
-        if (ps_rbuf_u8(&r, &f) < 0 || f != s->feat[i])
+        if (ps_rbuf_u8(&r, &f) < 0 || f != s->feat.kind[i])
             return PS_ERR_STATE; /* saved with other features */
     if (ps_rbuf_f64(&r, &pop.n) < 0 || !(pop.n >= 0))
         return PS_ERR_STATE;
@@ -942,15 +813,15 @@ static void seg_save_customer(void *self, const ps_entity *cust,
     (void)self;
     (void)cust;
     ps_wbuf_u8(w, SEG_STATE_VERSION);
-    ps_wbuf_u32(w, c->n);
-    ps_wbuf_u32(w, c->clicks);
-    ps_wbuf_u32(w, c->wishlists);
+    ps_wbuf_u32(w, c->in.n);
+    ps_wbuf_u32(w, c->in.clicks);
+    ps_wbuf_u32(w, c->in.wishlists);
     ps_wbuf_u32(w, (uint32_t)c->segment);
-    ps_wbuf_f64(w, c->mean);
-    ps_wbuf_f64(w, c->total);
-    ps_wbuf_u64(w, (uint64_t)c->first_ts);
-    ps_wbuf_u64(w, (uint64_t)c->last_ts);
-    ps_wbuf_u64(w, (uint64_t)c->last_purchase_ts);
+    ps_wbuf_f64(w, c->in.mean);
+    ps_wbuf_f64(w, c->in.total);
+    ps_wbuf_u64(w, (uint64_t)c->in.first_ts);
+    ps_wbuf_u64(w, (uint64_t)c->in.last_ts);
+    ps_wbuf_u64(w, (uint64_t)c->in.last_purchase_ts);
 }
 
 static int seg_load_customer(void *self, ps_entity *cust, void *state,
@@ -963,20 +834,20 @@ static int seg_load_customer(void *self, ps_entity *cust, void *state,
     uint64_t t[3];
     (void)cust;
     if (ps_rbuf_u8(r, &version) < 0 || version != SEG_STATE_VERSION ||
-        ps_rbuf_u32(r, &c->n) < 0 || ps_rbuf_u32(r, &c->clicks) < 0 ||
-        ps_rbuf_u32(r, &c->wishlists) < 0 || ps_rbuf_u32(r, &seg) < 0 ||
-        ps_rbuf_f64(r, &c->mean) < 0 || ps_rbuf_f64(r, &c->total) < 0 ||
+        ps_rbuf_u32(r, &c->in.n) < 0 || ps_rbuf_u32(r, &c->in.clicks) < 0 ||
+        ps_rbuf_u32(r, &c->in.wishlists) < 0 || ps_rbuf_u32(r, &seg) < 0 ||
+        ps_rbuf_f64(r, &c->in.mean) < 0 || ps_rbuf_f64(r, &c->in.total) < 0 ||
         ps_rbuf_u64(r, &t[0]) < 0 || ps_rbuf_u64(r, &t[1]) < 0 ||
         ps_rbuf_u64(r, &t[2]) < 0)
         return PS_ERR_STATE;
     c->segment = (int32_t)seg;
-    c->first_ts = (int64_t)t[0];
-    c->last_ts = (int64_t)t[1];
-    c->last_purchase_ts = (int64_t)t[2];
-    if (c->segment < -1 || c->segment >= s->k || !isfinite(c->mean) ||
-        !isfinite(c->total))
+    c->in.first_ts = (int64_t)t[0];
+    c->in.last_ts = (int64_t)t[1];
+    c->in.last_purchase_ts = (int64_t)t[2];
+    if (c->segment < -1 || c->segment >= s->k || !isfinite(c->in.mean) ||
+        !isfinite(c->in.total))
         return PS_ERR_STATE;
-    c->seen = 1;
+    c->in.seen = 1;
     c->changed_gen = 0;
     return PS_OK;
 }
@@ -991,7 +862,7 @@ int ps_segments_of(ps_pipeline *p, const ps_entity *cust)
     if (index < 0)
         return -1;
     const seg_cust *c = ps_pipeline_slice(p, cust, (size_t)index);
-    if (!c->seen)
+    if (!c->in.seen)
         return -1; /* zeroed slice: not seen by this aggregate yet */
     return c->segment;
 }

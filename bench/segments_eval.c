@@ -7,20 +7,10 @@
  * FILE is what `propstream gen --truth FILE` wrote: one JSON object per good
  * event, in emission order, with customer_id, type, amount, ts and segment
  * (the customer's true latent segment).  From it every customer's features
- * are rebuilt exactly as aggregates/segments.c builds them.  --features is
- * the same comma list as `propstream run --segments-features` (default
- * mean_amount,purchases; at most PS_KMEANS_MAX_D), with the same names and
- * definitions, from the customer's state as of its latest event:
- *   mean_amount   running mean of its PURCHASE amounts (the same
- *                 incremental update, in the same per-customer order)
- *   purchases     n, the number of PURCHASEs with an amount
- *   recency_days  (last_ts - last_purchase_ts) / 1 day
- *   frequency     n * 30 / max(30, (last_ts - first_ts) / 1 day)
- *   total_spend   sum of PURCHASE and SPEND amounts
- *   clicks, wishlists   event counts
- *   conversion    n / max(1, clicks + wishlists)
- * where first_ts / last_ts are the customer's smallest / largest event ts
- * and last_purchase_ts the largest ts of its PURCHASEs with an amount.
+ * are rebuilt with propstream's own code (aggregates/segment_features.h:
+ * the same per-event update and the same definitions), in the same
+ * per-customer order.  --features is the same comma list as `propstream
+ * run --segments-features` (default mean_amount,purchases).
  * Customers without such a purchase have no segment in propstream and are
  * left out.  The list must be the one propstream ran with: its centroids
  * are read by these names.
@@ -58,143 +48,35 @@
 #include <jansson.h>
 
 #include "../aggregates/kmeans.h"
+#include "../aggregates/segment_features.h"
 #include "../common/error.h"
 
 #define MAX_TRUE 16   /* distinct true segment names */
 #define PIPE_CHUNK 1024
 #define D_MAX PS_KMEANS_MAX_D
-#define DAY_MS 86400000.0
 
-/* ---- features: names and definitions as in aggregates/segments.c ------ */
+/* ---- features: aggregates/segment_features.h, as propstream computes them */
 
-enum feature {
-    F_MEAN_AMOUNT,
-    F_PURCHASES,
-    F_RECENCY,
-    F_FREQUENCY,
-    F_TOTAL,
-    F_CLICKS,
-    F_WISHLISTS,
-    F_CONVERSION,
-    F_KINDS
-};
+static ps_seg_features feats; /* --features */
 
-static const char *const feature_names[F_KINDS] = {
-    "mean_amount", "purchases", "recency_days", "frequency",
-    "total_spend", "clicks",    "wishlists",    "conversion"};
-
-static int nfeat;         /* d */
-static int feat[D_MAX];   /* feature kinds in order */
-
-/* The customer's raw feature inputs, kept exactly as segments.c keeps them
- * (same types, same updates). */
+/* A customer: the raw feature inputs propstream keeps, updated by the same
+ * function (ps_seg_inputs_add), and its true segment. */
 typedef struct cust {
     char *id;
-    uint32_t n;         /* purchases with an amount */
-    uint32_t clicks, wishlists;
-    uint32_t seen;      /* 1 once an event was seen */
-    double mean;        /* running mean of the purchase amounts */
-    double total;       /* purchase + spend amounts */
-    int64_t first_ts, last_ts, last_purchase_ts;
-    int truth;          /* index into true_names, -1 unknown */
+    ps_seg_inputs in;
+    int truth; /* index into true_names, -1 unknown */
 } cust;
-
-static int parse_features(const char *list)
-{
-    const char *p = list;
-    nfeat = 0;
-    while (*p != '\0') {
-        const char *e = strchr(p, ',');
-        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
-        int kind = -1;
-        for (int i = 0; i < F_KINDS; i++)
-            if (strlen(feature_names[i]) == len &&
-                strncmp(feature_names[i], p, len) == 0)
-                kind = i;
-        if (kind < 0) {
-            fprintf(stderr,
-                    "segments_eval: --features: unknown feature '%.*s' "
-                    "(known: mean_amount, purchases, recency_days, "
-                    "frequency, total_spend, clicks, wishlists, "
-                    "conversion)\n",
-                    (int)len, p);
-            return -1;
-        }
-        for (int i = 0; i < nfeat; i++)
-            if (feat[i] == kind) {
-                fprintf(stderr,
-                        "segments_eval: --features: '%s' listed twice\n",
-                        feature_names[kind]);
-                return -1;
-            }
-        if (nfeat == D_MAX) {
-            fprintf(stderr, "segments_eval: --features: at most %d\n",
-                    D_MAX);
-            return -1;
-        }
-        feat[nfeat++] = kind;
-        p += len;
-        if (*p == ',')
-            p++;
-    }
-    if (nfeat == 0) {
-        fprintf(stderr, "segments_eval: --features: empty list\n");
-        return -1;
-    }
-    return 0;
-}
 
 static int needs_ts(void)
 {
-    for (int i = 0; i < nfeat; i++)
-        if (feat[i] == F_RECENCY || feat[i] == F_FREQUENCY)
-            return 1;
-    return 0;
-}
-
-/* segments.c's features(), verbatim but for the feature list. */
-static void features(const cust *c, double *x)
-{
-    for (int i = 0; i < nfeat; i++) {
-        double v = 0;
-        switch (feat[i]) {
-        case F_MEAN_AMOUNT:
-            v = c->mean;
-            break;
-        case F_PURCHASES:
-            v = c->n;
-            break;
-        case F_RECENCY:
-            v = (double)(c->last_ts - c->last_purchase_ts) / DAY_MS;
-            break;
-        case F_FREQUENCY: {
-            double days = (double)(c->last_ts - c->first_ts) / DAY_MS;
-            v = c->n * 30.0 / (days > 30 ? days : 30);
-            break;
-        }
-        case F_TOTAL:
-            v = c->total;
-            break;
-        case F_CLICKS:
-            v = c->clicks;
-            break;
-        case F_WISHLISTS:
-            v = c->wishlists;
-            break;
-        case F_CONVERSION: {
-            double tries = (double)c->clicks + c->wishlists;
-            v = c->n / (tries > 1 ? tries : 1);
-            break;
-        }
-        }
-        x[i] = v;
-    }
+    return ps_seg_features_find(&feats, PS_SEG_RECENCY) >= 0 ||
+           ps_seg_features_find(&feats, PS_SEG_FREQUENCY) >= 0;
 }
 
 /* Money-valued features print with 2 decimals, the others with 4. */
 static int feature_decimals(int kind)
 {
-    return kind == F_MEAN_AMOUNT || kind == F_TOTAL ? 2 : 4;
+    return kind == PS_SEG_MEAN_AMOUNT || kind == PS_SEG_TOTAL ? 2 : 4;
 }
 
 /* ---- customer table: open addressing on the id ------------------------ */
@@ -255,12 +137,7 @@ static cust *cust_get(const char *id)
     c->id = strdup(id);
     if (c->id == NULL)
         return NULL;
-    c->n = 0;
-    c->clicks = c->wishlists = 0;
-    c->seen = 0;
-    c->mean = 0;
-    c->total = 0;
-    c->first_ts = c->last_ts = c->last_purchase_ts = 0;
+    memset(&c->in, 0, sizeof(c->in));
     c->truth = -1;
     slots[h] = ++ncust;
     return c;
@@ -359,34 +236,29 @@ static int read_truth(const char *path, size_t *lines_out,
             break;
         }
         c->truth = t;
-        /* exactly segments.c's seg_apply updates */
-        if (!c->seen) {
-            c->seen = 1;
-            c->first_ts = c->last_ts = ts;
-            c->last_purchase_ts = ts;
+        ps_event ev;
+        memset(&ev, 0, sizeof(ev));
+        ev.ts = ts;
+        ev.has_amount = json_is_number(amount);
+        ev.amount = ev.has_amount ? json_number_value(amount) : 0;
+        if (strcmp(type, "CLICK") == 0)
+            ev.type = PS_CLICK;
+        else if (strcmp(type, "WISHLIST") == 0)
+            ev.type = PS_WISHLIST;
+        else if (strcmp(type, "PURCHASE") == 0)
+            ev.type = PS_PURCHASE;
+        else if (strcmp(type, "SPEND") == 0)
+            ev.type = PS_SPEND;
+        else {
+            fprintf(stderr, "segments_eval: %s:%zu: unknown type \"%s\"\n",
+                    path, lineno, type);
+            json_decref(o);
+            rc = -1;
+            break;
         }
-        if (ts < c->first_ts)
-            c->first_ts = ts;
-        if (ts > c->last_ts)
-            c->last_ts = ts;
-        if (strcmp(type, "CLICK") == 0) {
-            c->clicks++;
-        } else if (strcmp(type, "WISHLIST") == 0) {
-            c->wishlists++;
-        } else if (strcmp(type, "PURCHASE") == 0) {
-            if (json_is_number(amount)) {
-                double a = json_number_value(amount);
-                if (c->n == 0 || ts > c->last_purchase_ts)
-                    c->last_purchase_ts = ts;
-                c->n++;
-                c->mean += (a - c->mean) / c->n;
-                c->total += a;
-                purchases++;
-            }
-        } else if (strcmp(type, "SPEND") == 0) {
-            if (json_is_number(amount))
-                c->total += json_number_value(amount);
-        }
+        ps_seg_inputs_add(&c->in, &ev);
+        if (ev.type == PS_PURCHASE && ev.has_amount)
+            purchases++;
         json_decref(o);
     }
     free(line);
@@ -425,9 +297,9 @@ static int read_centroids(redisContext *rc, const char *prefix,
     int argc = 0;
     argv[argc++] = "HMGET";
     argv[argc++] = key;
-    for (int f = 0; f < nfeat; f++) {
+    for (int f = 0; f < feats.d; f++) {
         snprintf(fields[f], sizeof(fields[f]), "centroid_%s",
-                 feature_names[feat[f]]);
+                 ps_seg_feature_name(feats.kind[f]));
         argv[argc++] = fields[f];
     }
     argv[argc++] = "name";
@@ -440,7 +312,7 @@ static int read_centroids(redisContext *rc, const char *prefix,
             return -1;
         }
         if (r->type != REDIS_REPLY_ARRAY ||
-            r->elements != (size_t)nfeat + 1) {
+            r->elements != (size_t)feats.d + 1) {
             fprintf(stderr, "segments_eval: redis: HMGET %ssegment:%d: %s\n",
                     prefix, k,
                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
@@ -448,15 +320,15 @@ static int read_centroids(redisContext *rc, const char *prefix,
             return -1;
         }
         int nil = 0;
-        for (int f = 0; f < nfeat; f++)
+        for (int f = 0; f < feats.d; f++)
             nil += r->element[f]->type == REDIS_REPLY_NIL;
-        if (nil == nfeat) {
+        if (nil == feats.d) {
             freeReplyObject(r);
             break;
         }
-        for (int f = 0; f < nfeat; f++)
+        for (int f = 0; f < feats.d; f++)
             if (parse_reply_double(r->element[f],
-                                   &centroids[nfeat * k + f]) < 0) {
+                                   &centroids[feats.d * k + f]) < 0) {
                 fprintf(stderr,
                         "segments_eval: %ssegment:%d: bad or missing %s "
                         "(was propstream run with --segments-features "
@@ -465,7 +337,7 @@ static int read_centroids(redisContext *rc, const char *prefix,
                 freeReplyObject(r);
                 return -1;
             }
-        const redisReply *rn = r->element[nfeat];
+        const redisReply *rn = r->element[feats.d];
         if (rn->type == REDIS_REPLY_STRING && rn->len > 0)
             snprintf(names[k], PS_KMEANS_NAME_MAX, "%s", rn->str);
         else
@@ -510,7 +382,7 @@ static int read_segments(redisContext *rc, const char *prefix,
              * feature counts those with an amount: equal unless gen wrote
              * amount-less purchases */
             if (parse_reply_double(rp, &purchases) < 0 ||
-                purchases != cmp[i]->n)
+                purchases != cmp[i]->in.n)
                 (*count_mismatch)++;
             if (rs->type == REDIS_REPLY_NIL) {
                 seg[i] = -1;
@@ -651,9 +523,13 @@ int main(int argc, char **argv)
     }
     memcpy(host, redis_addr, hlen);
     host[hlen] = '\0';
-    if (parse_features(feature_list) < 0)
+    char ferr[256];
+    if (ps_seg_features_parse(feature_list, "--features", &feats, ferr,
+                              sizeof(ferr)) != PS_OK) {
+        fprintf(stderr, "segments_eval: %s\n", ferr);
         return 2;
-    const int d = nfeat;
+    }
+    const int d = feats.d;
 
     /* features */
     size_t lines = 0, purchases = 0;
@@ -664,7 +540,7 @@ int main(int argc, char **argv)
         return 1;
     size_t ncmp = 0;
     for (size_t i = 0; i < ncust; i++)
-        if (custs[i].n > 0)
+        if (custs[i].in.n > 0)
             cmp[ncmp++] = &custs[i];
     printf("truth: %zu events, %zu customers, %zu PURCHASEs with an amount; "
            "%zu customers with at least one (the others have no segment)\n",
@@ -719,7 +595,7 @@ int main(int argc, char **argv)
         }
         truth[n] = cmp[i]->truth;
         seg[n] = seg_all[i];
-        features(cmp[i], &x[(size_t)d * n]);
+        ps_seg_features_of(&feats, &cmp[i]->in, &x[(size_t)d * n]);
         n++;
     }
     printf("customers compared: %zu", n);
@@ -779,15 +655,15 @@ int main(int argc, char **argv)
     double ari_ll_ps = ps_kmeans_ari(seg, lloyd, n);
     double ratio = in_ps / in_ll;
 
-    printf("\nfeatures (%d):", d);
+    printf("\feats.dures (%d):", d);
     for (int f = 0; f < d; f++)
-        printf("%s %s", f ? "," : "", feature_names[feat[f]]);
+        printf("%s %s", f ? "," : "", ps_seg_feature_name(feats.kind[f]));
     printf(";\nstandardised with their final mean and sample std over the "
            "%zu customers:\n",
            n);
     for (int f = 0; f < d; f++) {
-        int p = feature_decimals(feat[f]);
-        printf("  %-14s mean %.*f std %.*f\n", feature_names[feat[f]], p,
+        int p = feature_decimals(feats.kind[f]);
+        printf("  %-14s mean %.*f std %.*f\n", ps_seg_feature_name(feats.kind[f]), p,
                mu[f], p, sd[f]);
     }
     printf("(propstream's own scaler is a running mean/std over every feature "
@@ -795,18 +671,18 @@ int main(int argc, char **argv)
            "re-standardised here)\n");
     printf("\n%-34s", "centroids (original units)");
     for (int f = 0; f < d; f++)
-        printf(" %14s", feature_names[feat[f]]);
+        printf(" %14s", ps_seg_feature_name(feats.kind[f]));
     printf("\n");
     for (int j = 0; j < k; j++) {
         printf("  propstream %d:%-18s", j, pnames[j]);
         for (int f = 0; f < d; f++)
-            printf(" %14.*f", feature_decimals(feat[f]), pcent[d * j + f]);
+            printf(" %14.*f", feature_decimals(feats.kind[f]), pcent[d * j + f]);
         printf("\n");
     }
     for (int j = 0; j < k; j++) {
         printf("  Lloyd L%-25d", j);
         for (int f = 0; f < d; f++)
-            printf(" %14.*f", feature_decimals(feat[f]),
+            printf(" %14.*f", feature_decimals(feats.kind[f]),
                    lcent[d * j + f] * sd[f] + mu[f]);
         printf("\n");
     }
