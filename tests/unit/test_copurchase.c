@@ -22,112 +22,38 @@
 
 #include "../../aggregates/copurchase.h"
 #include "../../aggregates/pipeline.h"
+#include "../support/pipeline_fixture.h"
 
 #define H (3600 * 1000LL)
 #define DAY (24 * H)
 
-#define assert_close(a, b, tol)                                               \
-    do {                                                                      \
-        double a_ = (a), b_ = (b);                                            \
-        if (fabs(a_ - b_) > (tol) * (1.0 + fabs(b_)))                         \
-            fail_msg("%s = %.17g, expected %.17g", #a, a_, b_);               \
-    } while (0)
-
-static ps_str S(const char *s) { return (ps_str){s, (uint32_t)strlen(s)}; }
-
-typedef struct fx {
-    ps_pipeline *p;
-    ps_batch *b;
-    int seq;
-} fx;
-
-static void load_all(ps_pipeline *p)
-{
-    /* every shared entity counts as loaded from an empty Redis */
-    ps_entity **list;
-    size_t n = ps_pipeline_unloaded(p, &list);
-    for (size_t i = 0; i < n; i++)
-        ps_pipeline_loaded(p, list[i]);
-}
-
-static void fx_init_conf(fx *f, const ps_agg_conf *conf)
-{
-    char err[256];
-    f->p = ps_pipeline_new(conf, err, sizeof(err));
-    assert_non_null(f->p);
-    f->b = ps_batch_new("ps:");
-    assert_non_null(f->b);
-    f->seq = 0;
-    load_all(f->p);
-}
-
-static void fx_init(fx *f)
-{
-    ps_agg_conf conf;
-    ps_agg_conf_defaults(&conf);
-    fx_init_conf(f, &conf);
-}
-
-static void fx_clear(fx *f)
-{
-    ps_batch_destroy(f->b);
-    ps_pipeline_destroy(f->p);
-}
-
-static void ev(fx *f, const char *cust, ps_event_type t, const char *prod,
+static void ev(ps_fx *f, const char *cust, ps_event_type t, const char *prod,
                int64_t ts)
 {
-    char id[32];
-    ps_event e;
-    int err;
-    bool late;
-    memset(&e, 0, sizeof(e));
-    snprintf(id, sizeof(id), "ev%d", ++f->seq);
-    e.event_id = S(id);
-    e.customer_id = S(cust);
-    e.type = t;
-    if (prod != NULL)
-        e.product_id = S(prod);
-    if (t == PS_SPEND) {
-        e.has_amount = true;
-        e.amount = 10;
-    }
-    e.ts = ts;
-    ps_customer *c = ps_pipeline_find(f->p, PS_KIND_CUSTOMER, e.customer_id);
-    if (c == NULL)
-        c = ps_pipeline_add(f->p, e.customer_id, NULL, 0, &err);
-    assert_non_null(c);
-    assert_int_equal(ps_pipeline_apply(f->p, &e, c, &late), 0);
-    assert_int_equal(ps_pipeline_advance(f->p, 0), 0);
+    ps_fx_event(f, cust, t, prod, t == PS_SPEND ? 10 : -1, ts);
 }
 
-static void flush(fx *f)
+static ps_entity *prod(ps_fx *f, const char *id)
 {
-    ps_batch_clear(f->b);
-    ps_pipeline_write(f->p, f->b);
-}
-
-static ps_entity *prod(fx *f, const char *id)
-{
-    ps_entity *e = ps_pipeline_find(f->p, PS_KIND_PRODUCT, S(id));
+    ps_entity *e = ps_pipeline_find(f->p, PS_KIND_PRODUCT, ps_fx_str(id));
     assert_non_null(e);
     return e;
 }
 
-static ps_entity *cust(fx *f, const char *id)
+static ps_entity *cust(ps_fx *f, const char *id)
 {
-    ps_entity *e = ps_pipeline_find(f->p, PS_KIND_CUSTOMER, S(id));
+    ps_entity *e = ps_pipeline_find(f->p, PS_KIND_CUSTOMER, ps_fx_str(id));
     assert_non_null(e);
     return e;
 }
 
-static long long count(fx *f, const char *x, const char *y)
+static long long count(ps_fx *f, const char *x, const char *y)
 {
     return (long long)ps_copurchase_count(f->p, prod(f, x), prod(f, y));
 }
 
 /* Sum of ZINCRBY key by member in the batch. */
-static long long zincr(const fx *f, const char *key, const char *member)
+static long long zincr(const ps_fx *f, const char *key, const char *member)
 {
     const char *argv[8];
     size_t lens[8];
@@ -144,7 +70,7 @@ static long long zincr(const fx *f, const char *key, const char *member)
 }
 
 /* Number of commands named cmd (on key, when key is not NULL). */
-static int ncmd(const fx *f, const char *cmd, const char *key)
+static int ncmd(const ps_fx *f, const char *cmd, const char *key)
 {
     const char *argv[64];
     size_t lens[64];
@@ -160,7 +86,7 @@ static int ncmd(const fx *f, const char *cmd, const char *key)
 }
 
 /* The trim of key: its stop rank (-(N+1)), or 0 when there is none. */
-static long long trim_stop(const fx *f, const char *key)
+static long long trim_stop(const ps_fx *f, const char *key)
 {
     const char *argv[4];
     size_t lens[4];
@@ -179,7 +105,7 @@ static long long trim_stop(const fx *f, const char *key)
 }
 
 /* The value of field in an HSET of key, copied into out. */
-static bool hset_value(const fx *f, const char *key, const char *field,
+static bool hset_value(const ps_fx *f, const char *key, const char *field,
                        char *out, size_t cap, size_t *len)
 {
     const char *argv[128];
@@ -212,8 +138,8 @@ static bool hset_value(const fx *f, const char *key, const char *field,
 static void test_counts(void **state)
 {
     (void)state;
-    fx f;
-    fx_init(&f);
+    ps_fx f;
+    ps_fx_init(&f);
     ev(&f, "a", PS_PURCHASE, "p1", 1 * H);
     ev(&f, "a", PS_PURCHASE, "p2", 2 * H);
     ev(&f, "a", PS_PURCHASE, "p1", 3 * H); /* repeat: nothing new */
@@ -235,7 +161,7 @@ static void test_counts(void **state)
     assert_int_equal(count(&f, "p3", "p4"), 0);
     assert_int_equal(count(&f, "p1", "p1"), 0);
 
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(zincr(&f, "ps:prod:p1:also", "p2"), 2);
     assert_int_equal(zincr(&f, "ps:prod:p2:also", "p1"), 2);
     assert_int_equal(zincr(&f, "ps:prod:p1:also", "p3"), 1);
@@ -248,7 +174,7 @@ static void test_counts(void **state)
     assert_int_equal(trim_stop(&f, "ps:prod:p1:also"), -21);
     assert_int_equal(ncmd(&f, "ZREMRANGEBYRANK", NULL), 4);
     /* a failed flush writes the same deltas again */
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(zincr(&f, "ps:prod:p1:also", "p2"), 2);
     ps_pipeline_flushed(f.p);
 
@@ -256,18 +182,18 @@ static void test_counts(void **state)
      * nothing */
     ev(&f, "a", PS_PURCHASE, "p3", 10 * H);
     ev(&f, "b", PS_PURCHASE, "p2", 10 * H);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(ncmd(&f, "ZINCRBY", NULL), 0);
     ps_pipeline_flushed(f.p);
     ev(&f, "b", PS_PURCHASE, "p3", 11 * H);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(zincr(&f, "ps:prod:p3:also", "p1"), 1);
     assert_int_equal(zincr(&f, "ps:prod:p3:also", "p2"), 1);
     assert_int_equal(zincr(&f, "ps:prod:p1:also", "p3"), 1);
     assert_int_equal(ncmd(&f, "ZINCRBY", NULL), 4);
     assert_int_equal(count(&f, "p1", "p3"), 2);
     ps_pipeline_flushed(f.p);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /*
@@ -279,11 +205,11 @@ static void test_counts(void **state)
 static void test_top_n(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
     conf.also_top_n = 1;
-    fx_init_conf(&f, &conf);
+    ps_fx_init_conf(&f, &conf);
     /* x is bought with y1 by three customers, with y2 by two */
     const char *with[3][3] = {{"y1", "y2", "y3"}, {"y1", "y2", "y4"},
                               {"y1", "y5", NULL}};
@@ -305,14 +231,14 @@ static void test_top_n(void **state)
     ev(&f, "c9", PS_PURCHASE, "y1", 3 * H);
     ev(&f, "c9", PS_PURCHASE, "x", 3 * H);
     assert_int_equal(count(&f, "x", "y1"), 4);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(zincr(&f, "ps:prod:x:also", "y1"), 4);
     assert_int_equal(zincr(&f, "ps:prod:x:also", "y2"), 2);
     assert_int_equal(zincr(&f, "ps:prod:x:also", "y3"), 1);
     assert_int_equal(zincr(&f, "ps:prod:x:also", "y5"), 1); /* exact */
     assert_int_equal(trim_stop(&f, "ps:prod:x:also"), -2);
     ps_pipeline_flushed(f.p);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /*
@@ -325,7 +251,7 @@ static void test_top_n(void **state)
  *   C[D][B] = 3 -> 3 * 1/3 = 1; C = C[A][C] = 1 -> 2/3.  D itself: 0.
  *   u2 (A, B): C = 1 + 1 = 2 -> 4/3; D = C[B][D] = 1 -> 1/2.
  */
-static void setup_reco(fx *f)
+static void setup_reco(ps_fx *f)
 {
     ev(f, "u4", PS_CLICK, "B", 1 * H);
     ev(f, "mover", PS_SPEND, NULL, 9 * DAY); /* expires u4's funnel */
@@ -342,7 +268,7 @@ static void setup_reco(fx *f)
     ev(f, "t", PS_WISHLIST, "D", t0 + 5 * H);
 }
 
-static double zadd_score(const fx *f, const char *key, const char *member)
+static double zadd_score(const ps_fx *f, const char *key, const char *member)
 {
     const char *argv[64];
     size_t lens[64];
@@ -360,7 +286,7 @@ static double zadd_score(const fx *f, const char *key, const char *member)
     return NAN;
 }
 
-static int zadd_members(const fx *f, const char *key)
+static int zadd_members(const ps_fx *f, const char *key)
 {
     const char *argv[64];
     size_t lens[64];
@@ -378,36 +304,36 @@ static int zadd_members(const fx *f, const char *key)
 static void test_reco(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     ps_copurchase_item out[10];
-    fx_init(&f);
+    ps_fx_init(&f);
     setup_reco(&f);
 
     long n = ps_copurchase_reco(f.p, cust(&f, "t"), 10, out);
     assert_int_equal(n, 2);
-    assert_true(ps_str_eq(out[0].product->id, S("B")));
+    assert_true(ps_str_eq(out[0].product->id, ps_fx_str("B")));
     assert_close(out[0].score, 1.0, 1e-12);
-    assert_true(ps_str_eq(out[1].product->id, S("C")));
+    assert_true(ps_str_eq(out[1].product->id, ps_fx_str("C")));
     assert_close(out[1].score, 2.0 / 3.0, 1e-12);
     /* at most n */
     assert_int_equal(ps_copurchase_reco(f.p, cust(&f, "t"), 1, out), 1);
-    assert_true(ps_str_eq(out[0].product->id, S("B")));
+    assert_true(ps_str_eq(out[0].product->id, ps_fx_str("B")));
 
     n = ps_copurchase_reco(f.p, cust(&f, "u2"), 10, out);
     assert_int_equal(n, 2);
-    assert_true(ps_str_eq(out[0].product->id, S("C")));
+    assert_true(ps_str_eq(out[0].product->id, ps_fx_str("C")));
     assert_close(out[0].score, 4.0 / 3.0, 1e-12);
-    assert_true(ps_str_eq(out[1].product->id, S("D")));
+    assert_true(ps_str_eq(out[1].product->id, ps_fx_str("D")));
     assert_close(out[1].score, 0.5, 1e-12);
 
     /* u1 bought every co-purchased product but D: D = C[B][D] = 1 */
     n = ps_copurchase_reco(f.p, cust(&f, "u1"), 10, out);
     assert_int_equal(n, 1);
-    assert_true(ps_str_eq(out[0].product->id, S("D")));
+    assert_true(ps_str_eq(out[0].product->id, ps_fx_str("D")));
     /* no purchase, no wishlist: nothing */
     assert_int_equal(ps_copurchase_reco(f.p, cust(&f, "u4"), 10, out), 0);
 
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(zadd_members(&f, "ps:cust:t:reco"), 2);
     assert_close(zadd_score(&f, "ps:cust:t:reco", "B"), 1.0, 1e-9);
     assert_close(zadd_score(&f, "ps:cust:t:reco", "C"), 2.0 / 3.0, 1e-9);
@@ -419,7 +345,7 @@ static void test_reco(void **state)
 
     /* nothing changed for t: not rewritten */
     ev(&f, "u2", PS_CLICK, "C", 9 * DAY + 6 * H);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(ncmd(&f, "ZADD", "ps:cust:t:reco"), 0);
     assert_int_equal(ncmd(&f, "DEL", "ps:cust:u2:reco"), 1);
     assert_int_equal(ncmd(&f, "ZADD", "ps:cust:u2:reco"), 1);
@@ -428,7 +354,7 @@ static void test_reco(void **state)
     /* t buys B: replaced atomically, B gone; C = C[A][C] + C[B][C] = 2,
      * D = C[B][D] = 1 (D is wishlisted, not bought) */
     ev(&f, "t", PS_PURCHASE, "B", 9 * DAY + 7 * H);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(ncmd(&f, "DEL", "ps:cust:t:reco"), 1);
     assert_int_equal(zadd_members(&f, "ps:cust:t:reco"), 2);
     assert_true(isnan(zadd_score(&f, "ps:cust:t:reco", "B")));
@@ -436,7 +362,7 @@ static void test_reco(void **state)
     assert_close(zadd_score(&f, "ps:cust:t:reco", "D"), 0.5, 1e-9);
     ps_pipeline_flushed(f.p);
     ps_pipeline_forget_all(f.p);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* The copurchase part of a saved customer blob (pipeline.h format). */
@@ -474,22 +400,22 @@ static ps_rbuf part_of(const ps_wbuf *w, const char *name)
 static void test_save_load(void **state)
 {
     (void)state;
-    fx f, g;
+    ps_fx f, g;
     ps_wbuf w1, w2;
     char snap[4096];
     size_t snap_len = 0;
-    fx_init(&f);
+    ps_fx_init(&f);
     setup_reco(&f);
     ps_wbuf_init(&w1);
     ps_wbuf_init(&w2);
     ps_pipeline_save_customer(f.p, cust(&f, "t"), &w1);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_true(hset_value(&f, "ps:prod:B", "also_state", snap, sizeof(snap),
                            &snap_len));
 
-    fx_init(&g);
+    ps_fx_init(&g);
     int err;
-    ps_customer *t = ps_pipeline_add(g.p, S("t"), w1.data, w1.len, &err);
+    ps_customer *t = ps_pipeline_add(g.p, ps_fx_str("t"), w1.data, w1.len, &err);
     assert_non_null(t);
     assert_int_equal(err, 0);
     ps_pipeline_save_customer(g.p, t, &w2);
@@ -501,24 +427,24 @@ static void test_save_load(void **state)
     assert_int_equal(ps_rbuf_left(&r1), 1 + 4 + 5 + 4 + 5 + 4 + 1);
 
     /* snapshot of B: partners A 2, C 1, D 1 */
-    ps_entity *b = ps_pipeline_entity(g.p, PS_KIND_PRODUCT, S("B"));
+    ps_entity *b = ps_pipeline_entity(g.p, PS_KIND_PRODUCT, ps_fx_str("B"));
     assert_non_null(b);
     ps_pipeline_load_field(g.p, b, "also_state", 10, snap, snap_len);
     ps_pipeline_load_field(g.p, b, "also_state", 10, snap, snap_len); /* retry */
-    load_all(g.p);
+    ps_fx_mark_loaded(&g);
     assert_int_equal(count(&g, "B", "A"), 2);
     assert_int_equal(count(&g, "B", "C"), 1);
     assert_int_equal(count(&g, "B", "D"), 1);
 
     ev(&g, "t", PS_PURCHASE, "A", 10 * DAY); /* bought before the reload */
-    flush(&g);
+    ps_fx_flush(&g);
     assert_int_equal(ncmd(&g, "ZINCRBY", NULL), 0);
     ps_pipeline_flushed(g.p);
     ev(&g, "t", PS_PURCHASE, "B", 10 * DAY);
     assert_int_equal(count(&g, "B", "A"), 3); /* loaded 2 + t */
     assert_int_equal(count(&g, "A", "B"), 1); /* A's snapshot not loaded */
     assert_int_equal(count(&g, "B", "D"), 1); /* D is only wishlisted */
-    flush(&g);
+    ps_fx_flush(&g);
     assert_int_equal(ncmd(&g, "ZINCRBY", NULL), 2);
     assert_int_equal(zincr(&g, "ps:prod:B:also", "A"), 1);
     /* reco: C = C[B][C] = 1 at P 1/2 (no funnels in g) */
@@ -529,14 +455,14 @@ static void test_save_load(void **state)
     /* a corrupt blob is refused */
     w1.data[w1.len - 1] ^= 0xff;
     w1.len -= 3;
-    ps_customer *bad = ps_pipeline_add(g.p, S("t2"), w1.data, w1.len, &err);
+    ps_customer *bad = ps_pipeline_add(g.p, ps_fx_str("t2"), w1.data, w1.len, &err);
     assert_null(bad);
     assert_int_equal(err, -5);
 
     ps_wbuf_clear(&w1);
     ps_wbuf_clear(&w2);
-    fx_clear(&g);
-    fx_clear(&f);
+    ps_fx_clear(&g);
+    ps_fx_clear(&f);
 }
 
 /* The wishlist is bounded: with copurchase_max_items = 2 a third wish
@@ -544,11 +470,11 @@ static void test_save_load(void **state)
 static void test_bounds(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
     conf.copurchase_max_items = 2;
-    fx_init_conf(&f, &conf);
+    ps_fx_init_conf(&f, &conf);
     ev(&f, "a", PS_PURCHASE, "p1", H);
     ev(&f, "a", PS_PURCHASE, "p2", H);
     ev(&f, "a", PS_PURCHASE, "p3", H); /* set full: not counted */
@@ -566,8 +492,8 @@ static void test_bounds(void **state)
     /* b: p3 (no partners), wishes w2, w3: only C[w3][p2] = 1 */
     long n = ps_copurchase_reco(f.p, cust(&f, "b"), 4, out);
     assert_int_equal(n, 1);
-    assert_true(ps_str_eq(out[0].product->id, S("p2")));
-    fx_clear(&f);
+    assert_true(ps_str_eq(out[0].product->id, ps_fx_str("p2")));
+    ps_fx_clear(&f);
 }
 
 int main(void)

@@ -21,137 +21,62 @@
 
 #include "../../aggregates/beta.h"
 #include "../../aggregates/pipeline.h"
+#include "../support/pipeline_fixture.h"
 
 #define H (3600 * 1000LL)
 #define DAY (24 * H)
 
-#define assert_close(a, b, tol)                                               \
-    do {                                                                      \
-        double a_ = (a), b_ = (b);                                            \
-        if (fabs(a_ - b_) > (tol) * (1.0 + fabs(b_)))                         \
-            fail_msg("%s = %.17g, expected %.17g", #a, a_, b_);               \
-    } while (0)
-
-static ps_str S(const char *s) { return (ps_str){s, (uint32_t)strlen(s)}; }
-
-typedef struct fx {
-    ps_pipeline *p;
-    ps_batch *b;
-    int seq;
-} fx;
-
-static void fx_init(fx *f, double threshold)
+static void fx_init(ps_fx *f, double threshold)
 {
-    char err[256];
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
     conf.intent_threshold = threshold;
-    f->p = ps_pipeline_new(&conf, err, sizeof(err));
-    assert_non_null(f->p);
-    f->b = ps_batch_new("ps:");
-    f->seq = 0;
-    /* every shared entity counts as loaded from an empty Redis */
-    ps_entity **list;
-    size_t n = ps_pipeline_unloaded(f->p, &list);
-    for (size_t i = 0; i < n; i++)
-        ps_pipeline_loaded(f->p, list[i]);
-}
-
-static void fx_clear(fx *f)
-{
-    ps_batch_destroy(f->b);
-    ps_pipeline_destroy(f->p);
+    ps_fx_init_conf(f, &conf);
 }
 
 /* Apply one event; id NULL = a fresh id.  Returns the pipeline's result. */
-static int ev_full(fx *f, const char *id, const char *cust, ps_event_type t,
-                   const char *prod, const char *campaign, int64_t ts,
-                   uint32_t part, bool *late_out)
+static int ev_full(ps_fx *f, const char *id, const char *cust,
+                   ps_event_type t, const char *prod, const char *campaign,
+                   int64_t ts, uint32_t part, bool *late_out)
 {
     char idbuf[32];
     ps_event e;
-    int err;
-    bool late = false;
     memset(&e, 0, sizeof(e));
     if (id == NULL) {
-        snprintf(idbuf, sizeof(idbuf), "ev%d", ++f->seq);
+        snprintf(idbuf, sizeof(idbuf), "ev%d", f->seq + 1);
         id = idbuf;
     }
-    e.event_id = S(id);
-    e.customer_id = S(cust);
+    e.event_id = ps_fx_str(id);
+    e.customer_id = ps_fx_str(cust);
     e.type = t;
     if (prod != NULL)
-        e.product_id = S(prod);
+        e.product_id = ps_fx_str(prod);
     if (campaign != NULL)
-        e.campaign = S(campaign);
+        e.campaign = ps_fx_str(campaign);
     if (t == PS_SPEND) {
         e.has_amount = true;
         e.amount = 10;
     }
     e.ts = ts;
     e.part = part;
-    ps_customer *c = ps_pipeline_find(f->p, PS_KIND_CUSTOMER, e.customer_id);
-    if (c == NULL)
-        c = ps_pipeline_add(f->p, e.customer_id, NULL, 0, &err);
-    assert_non_null(c);
+    ps_customer *c = ps_fx_customer(f, cust);
+    bool late = false;
     int rc = ps_pipeline_apply(f->p, &e, c, &late);
     assert_int_equal(ps_pipeline_advance(f->p, 0), 0);
+    f->seq++;
     if (late_out)
         *late_out = late;
     return rc;
 }
 
-static void ev(fx *f, const char *cust, ps_event_type t, const char *prod,
+static void ev(ps_fx *f, const char *cust, ps_event_type t, const char *prod,
                int64_t ts)
 {
     assert_int_equal(ev_full(f, NULL, cust, t, prod, NULL, ts, 0, NULL), 0);
 }
 
-static void flush(fx *f)
-{
-    ps_batch_clear(f->b);
-    ps_pipeline_write(f->p, f->b);
-}
-
-/* Sum of HINCRBY key field deltas in the batch. */
-static long long incr(const fx *f, const char *key, const char *field)
-{
-    const char *argv[8];
-    size_t lens[8];
-    long long total = 0;
-    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
-        if (ps_batch_argc(f->b, i) != 4)
-            continue;
-        ps_batch_argv(f->b, i, argv, lens);
-        if (strcmp(argv[0], "HINCRBY") == 0 && strcmp(argv[1], key) == 0 &&
-            strcmp(argv[2], field) == 0)
-            total += strtoll(argv[3], NULL, 10);
-    }
-    return total;
-}
-
-/* Value of field in the last HSET of key, as a double (NAN if absent). */
-static double hset(const fx *f, const char *key, const char *field)
-{
-    const char *argv[128];
-    size_t lens[128];
-    double v = NAN;
-    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
-        size_t argc = ps_batch_argc(f->b, i);
-        if (argc > 128)
-            continue;
-        ps_batch_argv(f->b, i, argv, lens);
-        if (strcmp(argv[0], "HSET") != 0 || strcmp(argv[1], key) != 0)
-            continue;
-        for (size_t a = 2; a + 1 < argc; a += 2)
-            if (strcmp(argv[a], field) == 0)
-                v = strtod(argv[a + 1], NULL);
-    }
-    return v;
-}
-
 /* Number of XADD ps:triggers entries of type (and with cause if given). */
-static int triggers(const fx *f, const char *type, const char *cause)
+static int triggers(const ps_fx *f, const char *type, const char *cause)
 {
     const char *argv[64];
     size_t lens[64];
@@ -181,26 +106,26 @@ static int triggers(const fx *f, const char *type, const char *cause)
 static void test_success(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     fx_init(&f, 0.5);
     ev(&f, "a", PS_CLICK, "p1", 10 * H);
     ev(&f, "a", PS_PURCHASE, "p1", 11 * H);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trials"), 1);
-    assert_int_equal(incr(&f, "ps:global", "successes"), 1);
-    assert_int_equal(incr(&f, "ps:global", "trials_c"), 1);
-    assert_int_equal(incr(&f, "ps:prod:p1", "successes_c"), 1);
-    assert_int_equal(incr(&f, "ps:prod:p1", "direct_purchases"), 0);
-    assert_close(hset(&f, "ps:cust:a", "trials"), 1, 0);
-    assert_close(hset(&f, "ps:cust:a", "successes"), 1, 0);
-    assert_close(hset(&f, "ps:cust:a", "p_purchase"), 2.0 / 3.0, 1e-9);
-    assert_close(hset(&f, "ps:cust:a", "alpha"), 2, 0);
-    assert_close(hset(&f, "ps:cust:a", "beta"), 1, 0);
-    assert_close(hset(&f, "ps:global", "p_purchase"), 2.0 / 3.0, 1e-9);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "successes"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials_c"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:prod:p1", "successes_c"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:prod:p1", "direct_purchases"), 0);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "trials"), 1, 0);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "successes"), 1, 0);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "p_purchase"), 2.0 / 3.0, 1e-9);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "alpha"), 2, 0);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "beta"), 1, 0);
+    assert_close(ps_fx_hset(&f, "ps:global", "p_purchase"), 2.0 / 3.0, 1e-9);
     /* Beta(2,1): CDF x^2, so the 2.5 % point is sqrt(0.025) */
-    assert_close(hset(&f, "ps:global", "p_purchase_lo"), sqrt(0.025), 1e-6);
-    assert_close(hset(&f, "ps:global", "p_purchase_hi"), sqrt(0.975), 1e-6);
-    fx_clear(&f);
+    assert_close(ps_fx_hset(&f, "ps:global", "p_purchase_lo"), sqrt(0.025), 1e-6);
+    assert_close(ps_fx_hset(&f, "ps:global", "p_purchase_hi"), sqrt(0.975), 1e-6);
+    ps_fx_clear(&f);
 }
 
 /* A wishlist never bought: the funnel stays open until the partition's
@@ -210,35 +135,35 @@ static void test_success(void **state)
 static void test_expiry_and_abandoned(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     fx_init(&f, 0.5);
     ev(&f, "a", PS_WISHLIST, "p1", 0);
     ev(&f, "a", PS_CLICK, "p2", 0);
     /* watermark = 7 d - 1 ms: not yet past open + 7 d */
     ev(&f, "b", PS_SPEND, NULL, 7 * DAY + H - 1);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trials"), 0);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials"), 0);
     assert_int_equal(triggers(&f, "wishlist_abandoned", NULL), 0);
     ps_pipeline_flushed(f.p);
 
     assert_int_equal(ev_full(&f, "mover", "b", PS_SPEND, NULL, NULL,
                              7 * DAY + H + 1, 0, NULL),
                      0);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trials"), 2);
-    assert_int_equal(incr(&f, "ps:global", "successes"), 0);
-    assert_int_equal(incr(&f, "ps:global", "trials_w"), 1);
-    assert_int_equal(incr(&f, "ps:global", "trials_c"), 1);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials"), 2);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "successes"), 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials_w"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials_c"), 1);
     assert_int_equal(triggers(&f, "wishlist_abandoned", "mover"), 1);
     assert_int_equal(triggers(&f, "wishlist_abandoned", NULL), 1);
-    assert_close(hset(&f, "ps:cust:a", "trials"), 2, 0);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "trials"), 2, 0);
     ps_pipeline_flushed(f.p);
     /* nothing fires twice */
     ev(&f, "b", PS_SPEND, NULL, 30 * DAY);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(triggers(&f, "wishlist_abandoned", NULL), 0);
-    assert_int_equal(incr(&f, "ps:global", "trials"), 0);
-    fx_clear(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials"), 0);
+    ps_fx_clear(&f);
 }
 
 /* A purchase with no open funnel is direct (no trial); one more than
@@ -246,17 +171,17 @@ static void test_expiry_and_abandoned(void **state)
 static void test_direct_and_out_of_window(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     fx_init(&f, 0.5);
     ev(&f, "a", PS_PURCHASE, "p1", 10 * H);
     ev(&f, "a", PS_CLICK, "p2", 0);
     ev(&f, "a", PS_PURCHASE, "p2", 8 * DAY); /* window over */
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "direct_purchases"), 2);
-    assert_int_equal(incr(&f, "ps:global", "trials"), 1);
-    assert_int_equal(incr(&f, "ps:global", "successes"), 0);
-    assert_close(hset(&f, "ps:cust:a", "direct_purchases"), 2, 0);
-    fx_clear(&f);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "direct_purchases"), 2);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "successes"), 0);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "direct_purchases"), 2, 0);
+    ps_fx_clear(&f);
 }
 
 /* Paths: wishlist then click is "cw" with the wishlist first; the click
@@ -264,7 +189,7 @@ static void test_direct_and_out_of_window(void **state)
 static void test_paths_and_campaign(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     fx_init(&f, 0.5);
     ev(&f, "a", PS_WISHLIST, "p1", 0);
     assert_int_equal(
@@ -276,22 +201,22 @@ static void test_paths_and_campaign(void **state)
     ev(&f, "c", PS_CLICK, "p2", H);
     ev(&f, "c", PS_WISHLIST, "p2", 2 * H);
     ev(&f, "c", PS_PURCHASE, "p2", 3 * H);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trials_cw"), 2);
-    assert_int_equal(incr(&f, "ps:global", "successes_cw"), 2);
-    assert_int_equal(incr(&f, "ps:global", "trials_c"), 1);
-    assert_int_equal(incr(&f, "ps:campaign:spring", "trials"), 1);
-    assert_int_equal(incr(&f, "ps:campaign:spring", "successes"), 1);
-    assert_int_equal(incr(&f, "ps:campaign:spring", "clicks"), 2);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials_cw"), 2);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "successes_cw"), 2);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials_c"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:campaign:spring", "trials"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:campaign:spring", "successes"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:campaign:spring", "clicks"), 2);
     /* P(wishlist | click first) for p2: one of one, flat mean 2/3 */
-    assert_int_equal(incr(&f, "ps:prod:p2", "funnels_click_first"), 1);
-    assert_close(hset(&f, "ps:prod:p2", "p_wishlist_after_click"), 2.0 / 3.0,
+    assert_int_equal(ps_fx_incr(&f, "ps:prod:p2", "funnels_click_first"), 1);
+    assert_close(ps_fx_hset(&f, "ps:prod:p2", "p_wishlist_after_click"), 2.0 / 3.0,
                  1e-9);
     /* Bayes: P(C) = 1/3, P(B|C) = 2/3 (1 of 1), P(B|not C) = 3/4 (2 of 2) */
     double pc = 1.0 / 3, pbc = 2.0 / 3, pbn = 3.0 / 4;
-    assert_close(hset(&f, "ps:campaign:spring", "p_campaign_given_purchase"),
+    assert_close(ps_fx_hset(&f, "ps:campaign:spring", "p_campaign_given_purchase"),
                  pbc * pc / (pbc * pc + pbn * (1 - pc)), 1e-9);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* Out of order within the lateness: a wishlist older than the click that
@@ -300,7 +225,7 @@ static void test_paths_and_campaign(void **state)
 static void test_out_of_order(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     fx_init(&f, 0.5);
     ev(&f, "a", PS_CLICK, "p1", 30 * 60 * 1000LL);
     bool late = true;
@@ -310,18 +235,18 @@ static void test_out_of_order(void **state)
     assert_false(late); /* 20 min back is within the 1 h lateness */
     ev(&f, "a", PS_PURCHASE, "p2", 5 * H);
     ev(&f, "a", PS_CLICK, "p2", 4 * H + 30 * 60 * 1000LL);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "direct_purchases"), 0);
-    assert_int_equal(incr(&f, "ps:global", "trials_c"), 1);
-    assert_int_equal(incr(&f, "ps:global", "successes_c"), 1);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "direct_purchases"), 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials_c"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "successes_c"), 1);
     /* p1's funnel is open with path cw, wishlist first */
-    assert_int_equal(incr(&f, "ps:global", "trials_cw"), 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials_cw"), 0);
     ps_pipeline_flushed(f.p);
     ev(&f, "b", PS_SPEND, NULL, 10 * DAY);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trials_cw"), 1);
-    assert_int_equal(incr(&f, "ps:global", "funnels_click_first"), 0);
-    fx_clear(&f);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials_cw"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "funnels_click_first"), 0);
+    ps_fx_clear(&f);
 }
 
 /* Duplicates are dropped before any aggregate counts them; late events
@@ -329,7 +254,7 @@ static void test_out_of_order(void **state)
 static void test_dup_and_late(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     bool late;
     fx_init(&f, 0.5);
     assert_int_equal(
@@ -343,15 +268,15 @@ static void test_dup_and_late(void **state)
     assert_int_equal(
         ev_full(&f, NULL, "a", PS_WISHLIST, "p3", NULL, 2 * H, 0, &late), 0);
     assert_true(late); /* 3 h back: beyond the 1 h lateness */
-    flush(&f);
-    assert_close(hset(&f, "ps:cust:a", "events"), 2, 0);
-    assert_close(hset(&f, "ps:cust:a", "clicks"), 1, 0);
-    assert_int_equal(incr(&f, "ps:prod:p1", "clicks"), 2);
+    ps_fx_flush(&f);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "events"), 2, 0);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "clicks"), 1, 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:prod:p1", "clicks"), 2);
     /* an event id forgotten after the 24 h horizon applies again */
     ev(&f, "a", PS_SPEND, NULL, 3 * DAY);
     assert_int_equal(
         ev_full(&f, "x1", "a", PS_CLICK, "p1", NULL, 3 * DAY, 0, &late), 0);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* high_intent: once p1 has converted on path c (1 of 1, mean 2/3), a new
@@ -361,19 +286,19 @@ static void test_dup_and_late(void **state)
 static void test_high_intent(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     fx_init(&f, 0.5);
     ev(&f, "a", PS_CLICK, "p1", H);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(triggers(&f, "high_intent", NULL), 0);
     ev(&f, "a", PS_PURCHASE, "p1", 2 * H);
     assert_int_equal(
         ev_full(&f, "hot", "b", PS_CLICK, "p1", NULL, 3 * H, 0, NULL), 0);
     ev(&f, "b", PS_CLICK, "p1", 4 * H);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(triggers(&f, "high_intent", "hot"), 1);
     assert_int_equal(triggers(&f, "high_intent", NULL), 1);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* A customer saved with an open funnel and loaded into a new pipeline
@@ -381,17 +306,17 @@ static void test_high_intent(void **state)
 static void test_open_funnel_survives_reload(void **state)
 {
     (void)state;
-    fx f, g;
+    ps_fx f, g;
     ps_wbuf w;
     int err;
     fx_init(&f, 0.5);
     ev(&f, "a", PS_WISHLIST, "p1", H);
     ps_wbuf_init(&w);
     ps_pipeline_save_customer(
-        f.p, ps_pipeline_find(f.p, PS_KIND_CUSTOMER, S("a")), &w);
+        f.p, ps_pipeline_find(f.p, PS_KIND_CUSTOMER, ps_fx_str("a")), &w);
 
     fx_init(&g, 0.5);
-    assert_non_null(ps_pipeline_add(g.p, S("a"), w.data, w.len, &err));
+    assert_non_null(ps_pipeline_add(g.p, ps_fx_str("a"), w.data, w.len, &err));
     ps_entity **list;
     size_t n = ps_pipeline_unloaded(g.p, &list); /* p1, from the funnel */
     assert_int_equal(n, 1);
@@ -402,13 +327,13 @@ static void test_open_funnel_survives_reload(void **state)
     assert_int_equal(
         ev_full(&g, "ev1", "a", PS_CLICK, "p1", NULL, 2 * H, 0, NULL),
         PS_AGG_DROP);
-    flush(&g);
-    assert_int_equal(incr(&g, "ps:global", "successes_w"), 1);
-    assert_int_equal(incr(&g, "ps:global", "direct_purchases"), 0);
+    ps_fx_flush(&g);
+    assert_int_equal(ps_fx_incr(&g, "ps:global", "successes_w"), 1);
+    assert_int_equal(ps_fx_incr(&g, "ps:global", "direct_purchases"), 0);
     /* the intent zset is rewritten without the closed funnel */
     ps_wbuf_clear(&w);
-    fx_clear(&f);
-    fx_clear(&g);
+    ps_fx_clear(&f);
+    ps_fx_clear(&g);
 }
 
 /* An idle partition does not hold back the global watermark, and its
@@ -416,7 +341,7 @@ static void test_open_funnel_survives_reload(void **state)
 static void test_idle_partition(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     char err[256];
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
@@ -441,22 +366,9 @@ static void test_idle_partition(void **state)
     assert_int_equal(ps_pipeline_advance(f.p, 5000), 0); /* 1 is idle now */
     assert_int_equal(ps_pipeline_global_watermark(f.p), 30 * DAY - H);
     assert_int_equal(ps_pipeline_watermark(f.p, 1), 30 * DAY - H);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trials_c"), 1); /* expired */
-    fx_clear(&f);
-}
-
-static void fx_init_conf(fx *f, const ps_agg_conf *conf)
-{
-    char err[256];
-    f->p = ps_pipeline_new(conf, err, sizeof(err));
-    assert_non_null(f->p);
-    f->b = ps_batch_new("ps:");
-    f->seq = 0;
-    ps_entity **list;
-    size_t n = ps_pipeline_unloaded(f->p, &list);
-    for (size_t i = 0; i < n; i++)
-        ps_pipeline_loaded(f->p, list[i]);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials_c"), 1); /* expired */
+    ps_fx_clear(&f);
 }
 
 /* Forgetting: with a one-day half-life, a success two days old weighs
@@ -464,21 +376,21 @@ static void fx_init_conf(fx *f, const ps_agg_conf *conf)
 static void test_forgetting(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
     conf.half_life_ms = (double)DAY;
-    fx_init_conf(&f, &conf);
+    ps_fx_init_conf(&f, &conf);
     ev(&f, "a", PS_CLICK, "p1", 0);
     ev(&f, "a", PS_PURCHASE, "p1", 0);
     ev(&f, "a", PS_CLICK, "p2", 2 * DAY);
     ev(&f, "a", PS_PURCHASE, "p2", 2 * DAY);
-    flush(&f);
-    assert_close(hset(&f, "ps:cust:a", "trials"), 1.25, 1e-9);
-    assert_close(hset(&f, "ps:cust:a", "successes"), 1.25, 1e-9);
+    ps_fx_flush(&f);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "trials"), 1.25, 1e-9);
+    assert_close(ps_fx_hset(&f, "ps:cust:a", "successes"), 1.25, 1e-9);
     /* shared levels keep plain counts */
-    assert_int_equal(incr(&f, "ps:global", "trials"), 2);
-    fx_clear(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials"), 2);
+    ps_fx_clear(&f);
 }
 
 /* Empirical prior: a customer with no trials starts at the global rate
@@ -487,11 +399,11 @@ static void test_forgetting(void **state)
 static void test_empirical_prior(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
     conf.prior_empirical = 1;
-    fx_init_conf(&f, &conf);
+    ps_fx_init_conf(&f, &conf);
     ev(&f, "a", PS_CLICK, "p1", 0);
     ev(&f, "a", PS_PURCHASE, "p1", H);
     for (int i = 2; i <= 4; i++) {
@@ -500,12 +412,12 @@ static void test_empirical_prior(void **state)
         ev(&f, "a", PS_CLICK, prod, 0);
     }
     ev(&f, "z", PS_SPEND, NULL, 9 * DAY); /* the three expire */
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trials"), 4);
-    assert_close(hset(&f, "ps:cust:z", "p_purchase"), 1.0 / 3.0, 1e-9);
-    assert_close(hset(&f, "ps:cust:z", "alpha"), 10.0 / 3.0, 1e-9);
-    assert_close(hset(&f, "ps:cust:z", "beta"), 20.0 / 3.0, 1e-9);
-    fx_clear(&f);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trials"), 4);
+    assert_close(ps_fx_hset(&f, "ps:cust:z", "p_purchase"), 1.0 / 3.0, 1e-9);
+    assert_close(ps_fx_hset(&f, "ps:cust:z", "alpha"), 10.0 / 3.0, 1e-9);
+    assert_close(ps_fx_hset(&f, "ps:cust:z", "beta"), 20.0 / 3.0, 1e-9);
+    ps_fx_clear(&f);
 }
 
 /* Segment level: once segments exist (a tiny k-means, batch 4), a trial
@@ -513,11 +425,11 @@ static void test_empirical_prior(void **state)
 static void test_segment_level(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
     conf.segments_batch = 4;
-    fx_init_conf(&f, &conf);
+    ps_fx_init_conf(&f, &conf);
     static const double amounts[] = {10000, 20000, 60000, 61000, 30000};
     char cust[8];
     /* purchases with amounts feed the features */
@@ -529,10 +441,10 @@ static void test_segment_level(void **state)
         snprintf(cust, sizeof(cust), "s%d", i);
         snprintf(eid, sizeof(eid), "amt%d", i);
         memset(&e, 0, sizeof(e));
-        e.event_id = S(eid);
-        e.customer_id = S(cust);
+        e.event_id = ps_fx_str(eid);
+        e.customer_id = ps_fx_str(cust);
         e.type = PS_PURCHASE;
-        e.product_id = S("py");
+        e.product_id = ps_fx_str("py");
         e.has_amount = true;
         e.amount = amounts[i];
         e.ts = 2 * H;
@@ -542,15 +454,15 @@ static void test_segment_level(void **state)
     }
     ev(&f, "s4", PS_CLICK, "pz", 3 * H);
     ev(&f, "s4", PS_PURCHASE, "pz", 4 * H);
-    flush(&f);
-    double seg = hset(&f, "ps:cust:s4", "segment");
+    ps_fx_flush(&f);
+    double seg = ps_fx_hset(&f, "ps:cust:s4", "segment");
     assert_false(isnan(seg));
     char key[32];
     snprintf(key, sizeof(key), "ps:segment:%d", (int)seg);
-    assert_int_equal(incr(&f, key, "trials"), 1);
-    assert_int_equal(incr(&f, key, "successes"), 1);
-    assert_close(hset(&f, key, "p_purchase"), 2.0 / 3.0, 1e-9);
-    fx_clear(&f);
+    assert_int_equal(ps_fx_incr(&f, key, "trials"), 1);
+    assert_int_equal(ps_fx_incr(&f, key, "successes"), 1);
+    assert_close(ps_fx_hset(&f, key, "p_purchase"), 2.0 / 3.0, 1e-9);
+    ps_fx_clear(&f);
 }
 
 int main(void)

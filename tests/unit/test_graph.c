@@ -20,153 +20,32 @@
 #include "../../aggregates/beta.h"
 #include "../../aggregates/graph.h"
 #include "../../aggregates/pipeline.h"
+#include "../support/pipeline_fixture.h"
 
 #define H (3600 * 1000LL)
 #define DAY (24 * H)
 #define T0 (1000 * DAY)
 
-#define assert_close(a, b, tol)                                               \
-    do {                                                                      \
-        double a_ = (a), b_ = (b);                                            \
-        if (fabs(a_ - b_) > (tol) * (1.0 + fabs(b_)))                         \
-            fail_msg("%s = %.17g, expected %.17g", #a, a_, b_);               \
-    } while (0)
-
-static ps_str S(const char *s) { return (ps_str){s, (uint32_t)strlen(s)}; }
-
-typedef struct fx {
-    ps_pipeline *p;
-    ps_batch *b;
-    int seq;
-} fx;
-
-static void mark_loaded(fx *f)
-{
-    ps_entity **list;
-    size_t n = ps_pipeline_unloaded(f->p, &list);
-    for (size_t i = 0; i < n; i++)
-        ps_pipeline_loaded(f->p, list[i]);
-}
-
-static void fx_init_conf(fx *f, const ps_agg_conf *conf)
-{
-    char err[256];
-    f->p = ps_pipeline_new(conf, err, sizeof(err));
-    assert_non_null(f->p);
-    f->b = ps_batch_new("ps:");
-    f->seq = 0;
-    mark_loaded(f); /* every shared entity: loaded from an empty Redis */
-}
-
-static void fx_init(fx *f)
-{
-    ps_agg_conf conf;
-    ps_agg_conf_defaults(&conf);
-    fx_init_conf(f, &conf);
-}
-
-static void fx_clear(fx *f)
-{
-    ps_batch_destroy(f->b);
-    ps_pipeline_destroy(f->p);
-}
-
-static ps_customer *customer(fx *f, const char *id)
-{
-    int err;
-    ps_customer *c = ps_pipeline_find(f->p, PS_KIND_CUSTOMER, S(id));
-    if (c == NULL)
-        c = ps_pipeline_add(f->p, S(id), NULL, 0, &err);
-    assert_non_null(c);
-    return c;
-}
-
-static void ev_amount(fx *f, const char *cust, ps_event_type t,
+/* One event; amount 0: none.  New shared entities load from an empty
+ * Redis right away. */
+static void ev_amount(ps_fx *f, const char *cust, ps_event_type t,
                       const char *prod, int64_t ts, double amount)
 {
-    char id[32];
-    ps_event e;
-    bool late;
-    static int seq; /* event ids unique across pipelines (dedup) */
-    memset(&e, 0, sizeof(e));
-    snprintf(id, sizeof(id), "ev%d", ++seq);
-    f->seq++;
-    e.event_id = S(id);
-    e.customer_id = S(cust);
-    e.type = t;
-    if (prod != NULL)
-        e.product_id = S(prod);
-    if (amount > 0) {
-        e.has_amount = true;
-        e.amount = amount;
-    }
-    e.ts = ts;
-    assert_int_equal(ps_pipeline_apply(f->p, &e, customer(f, cust), &late),
-                     0);
-    mark_loaded(f);
-    assert_int_equal(ps_pipeline_advance(f->p, 0), 0);
+    ps_fx_event(f, cust, t, prod, amount > 0 ? amount : -1, ts);
+    ps_fx_mark_loaded(f);
 }
 
-static void ev(fx *f, const char *cust, ps_event_type t, const char *prod,
+static void ev(ps_fx *f, const char *cust, ps_event_type t, const char *prod,
                int64_t ts)
 {
     ev_amount(f, cust, t, prod, ts, t == PS_SPEND ? 10 : 0);
 }
 
-static void flush(fx *f)
+static ps_entity *product(ps_fx *f, const char *id)
 {
-    ps_batch_clear(f->b);
-    ps_pipeline_write(f->p, f->b);
-}
-
-static ps_entity *product(fx *f, const char *id)
-{
-    ps_entity *e = ps_pipeline_find(f->p, PS_KIND_PRODUCT, S(id));
+    ps_entity *e = ps_pipeline_find(f->p, PS_KIND_PRODUCT, ps_fx_str(id));
     assert_non_null(e);
     return e;
-}
-
-/* Sum of HINCRBY key field deltas in the batch. */
-static long long incr(const fx *f, const char *key, const char *field)
-{
-    const char *argv[8];
-    size_t lens[8];
-    long long total = 0;
-    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
-        if (ps_batch_argc(f->b, i) != 4)
-            continue;
-        ps_batch_argv(f->b, i, argv, lens);
-        if (strcmp(argv[0], "HINCRBY") == 0 && strcmp(argv[1], key) == 0 &&
-            strcmp(argv[2], field) == 0)
-            total += strtoll(argv[3], NULL, 10);
-    }
-    return total;
-}
-
-/* Value of field in the last HSET of key (NULL if absent). */
-static const char *hset_str(const fx *f, const char *key, const char *field)
-{
-    const char *argv[256];
-    size_t lens[256];
-    const char *v = NULL;
-    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
-        size_t argc = ps_batch_argc(f->b, i);
-        if (argc > 256)
-            continue;
-        ps_batch_argv(f->b, i, argv, lens);
-        if (strcmp(argv[0], "HSET") != 0 || strcmp(argv[1], key) != 0)
-            continue;
-        for (size_t a = 2; a + 1 < argc; a += 2)
-            if (strcmp(argv[a], field) == 0)
-                v = argv[a + 1];
-    }
-    return v;
-}
-
-static double hset(const fx *f, const char *key, const char *field)
-{
-    const char *v = hset_str(f, key, field);
-    return v ? strtod(v, NULL) : NAN;
 }
 
 /* One XADD ps:paths entry, fields copied out of the batch. */
@@ -176,7 +55,7 @@ typedef struct path_entry {
 } path_entry;
 
 /* The ps:paths entries of the batch, in order; returns how many. */
-static int paths(const fx *f, path_entry *out, int max)
+static int paths(const ps_fx *f, path_entry *out, int max)
 {
     const char *argv[32];
     size_t lens[32];
@@ -228,7 +107,7 @@ static int paths(const fx *f, path_entry *out, int max)
  *                               wishlist_first 3, both purchased 2
  *                               -> 2/5 * 3/5 = 0.4 * 0.6 = 0.24
  */
-static void history(fx *f)
+static void history(ps_fx *f)
 {
     ev(f, "c5", PS_CLICK, "P", T0);
     ev(f, "c6", PS_CLICK, "P", T0);
@@ -251,11 +130,11 @@ static void history(fx *f)
 static void test_steps_and_paths(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     path_entry pe[8];
-    fx_init(&f);
+    ps_fx_init(&f);
     history(&f);
-    flush(&f);
+    ps_fx_flush(&f);
 
     assert_int_equal(paths(&f, pe, 8), 4);
     static const char *const want_cust[4] = {"c1", "c2", "c3", "c4"};
@@ -276,20 +155,20 @@ static void test_steps_and_paths(void **state)
     /* final product fields: click_first 4, wishlist_after_click 2,
      * click only purchased 1; wishlist_first 3, click_after_wishlist 1,
      * wishlist only purchased 1; both 3, purchased 2 */
-    assert_close(hset(&f, "ps:prod:P", "p_wishlist_after_click"), 3.0 / 6,
+    assert_close(ps_fx_hset(&f, "ps:prod:P", "p_wishlist_after_click"), 3.0 / 6,
                  1e-9);
-    assert_close(hset(&f, "ps:prod:P", "p_purchase_click_only"), 2.0 / 6,
+    assert_close(ps_fx_hset(&f, "ps:prod:P", "p_purchase_click_only"), 2.0 / 6,
                  1e-9);
-    assert_close(hset(&f, "ps:prod:P", "p_click_after_wishlist"), 2.0 / 5,
+    assert_close(ps_fx_hset(&f, "ps:prod:P", "p_click_after_wishlist"), 2.0 / 5,
                  1e-9);
-    assert_close(hset(&f, "ps:prod:P", "p_purchase_wishlist_first"), 2.0 / 5,
+    assert_close(ps_fx_hset(&f, "ps:prod:P", "p_purchase_wishlist_first"), 2.0 / 5,
                  1e-9);
-    assert_close(hset(&f, "ps:prod:P", "p_purchase_click_wishlist"), 3.0 / 5,
+    assert_close(ps_fx_hset(&f, "ps:prod:P", "p_purchase_click_wishlist"), 3.0 / 5,
                  1e-9);
-    assert_int_equal(incr(&f, "ps:prod:P", "funnels_wishlist_first"), 3);
-    assert_int_equal(incr(&f, "ps:prod:P", "click_after_wishlist"), 1);
-    assert_int_equal(incr(&f, "ps:prod:P", "funnels_click_first"), 4);
-    assert_int_equal(incr(&f, "ps:prod:P", "wishlist_after_click"), 2);
+    assert_int_equal(ps_fx_incr(&f, "ps:prod:P", "funnels_wishlist_first"), 3);
+    assert_int_equal(ps_fx_incr(&f, "ps:prod:P", "click_after_wishlist"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:prod:P", "funnels_click_first"), 4);
+    assert_int_equal(ps_fx_incr(&f, "ps:prod:P", "wishlist_after_click"), 2);
 
     ps_graph_steps s;
     ps_graph_steps_of(f.p, product(&f, "P"), &s);
@@ -297,22 +176,22 @@ static void test_steps_and_paths(void **state)
     assert_int_equal(s.wishlist_first, 3);
     assert_int_equal(s.both, 3);
 
-    assert_string_equal(hset_str(&f, "ps:cust:c4", "last_path"),
+    assert_string_equal(ps_fx_hset_str(&f, "ps:cust:c4", "last_path"),
                         "wishlist>click>purchase");
-    assert_close(hset(&f, "ps:cust:c4", "last_path_p"), 0.24, 1e-9);
-    assert_string_equal(hset_str(&f, "ps:cust:c1", "last_path"),
+    assert_close(ps_fx_hset(&f, "ps:cust:c4", "last_path_p"), 0.24, 1e-9);
+    assert_string_equal(ps_fx_hset_str(&f, "ps:cust:c1", "last_path"),
                         "click>purchase");
-    assert_null(hset_str(&f, "ps:cust:c5", "last_path"));
+    assert_null(ps_fx_hset_str(&f, "ps:cust:c5", "last_path"));
 
     for (int i = 0; i < 4; i++) {
         char field[64];
         snprintf(field, sizeof(field), "path_%s", want_path[i]);
-        assert_int_equal(incr(&f, "ps:global", field), 1);
+        assert_int_equal(ps_fx_incr(&f, "ps:global", field), 1);
     }
 
     /* the edges: c2 -> P has one event of each action */
     ps_graph_edge e;
-    assert_true(ps_graph_edge_of(f.p, customer(&f, "c2"), product(&f, "P"),
+    assert_true(ps_graph_edge_of(f.p, ps_fx_customer(&f, "c2"), product(&f, "P"),
                                  &e));
     assert_int_equal(e.count[0], 1);
     assert_int_equal(e.count[1], 1);
@@ -321,7 +200,7 @@ static void test_steps_and_paths(void **state)
     int64_t tot[3];
     ps_graph_product_totals(f.p, product(&f, "P"), tot);
     assert_true(tot[0] == 5 && tot[1] == 5 && tot[2] == 4);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* A direct purchase, then a late click before it: funnels turns it into
@@ -329,29 +208,29 @@ static void test_steps_and_paths(void **state)
 static void test_late_click_path(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     path_entry pe[4];
-    fx_init(&f);
+    ps_fx_init(&f);
     ev(&f, "a", PS_PURCHASE, "Q", T0 + H);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(paths(&f, pe, 4), 0);
     ev(&f, "a", PS_CLICK, "Q", T0);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(paths(&f, pe, 4), 1);
     assert_string_equal(pe[0].path, "click>purchase");
     assert_close(pe[0].p, 2.0 / 3, 1e-9);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* The path mix is counted at the customer's segment. */
 static void test_segment_mix(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
     conf.segments_batch = 4;
-    fx_init_conf(&f, &conf);
+    ps_fx_init_conf(&f, &conf);
     static const double amounts[] = {10000, 20000, 60000, 61000, 30000};
     for (int i = 0; i < 5; i++) {
         char cust[8];
@@ -360,15 +239,15 @@ static void test_segment_mix(void **state)
     }
     ev(&f, "s4", PS_WISHLIST, "pz", 3 * H);
     ev(&f, "s4", PS_PURCHASE, "pz", 4 * H);
-    flush(&f);
-    double seg = hset(&f, "ps:cust:s4", "segment");
+    ps_fx_flush(&f);
+    double seg = ps_fx_hset(&f, "ps:cust:s4", "segment");
     assert_false(isnan(seg));
     char key[32];
     snprintf(key, sizeof(key), "ps:segment:%d", (int)seg);
-    assert_int_equal(incr(&f, key, "path_wishlist>purchase"), 1);
-    assert_int_equal(incr(&f, key, "path_click>purchase"), 0);
-    assert_int_equal(incr(&f, "ps:global", "path_wishlist>purchase"), 1);
-    fx_clear(&f);
+    assert_int_equal(ps_fx_incr(&f, key, "path_wishlist>purchase"), 1);
+    assert_int_equal(ps_fx_incr(&f, key, "path_click>purchase"), 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "path_wishlist>purchase"), 1);
+    ps_fx_clear(&f);
 }
 
 /* Edges beyond graph_max_edges are evicted, least recently used first and
@@ -376,11 +255,11 @@ static void test_segment_mix(void **state)
 static void test_eviction(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
     conf.graph_max_edges = 4;
-    fx_init_conf(&f, &conf);
+    ps_fx_init_conf(&f, &conf);
     ev(&f, "old", PS_CLICK, "p1", T0);
     ev(&f, "old", PS_CLICK, "p2", T0);
     ev(&f, "old", PS_WISHLIST, "p3", T0);
@@ -399,8 +278,8 @@ static void test_eviction(void **state)
         char prod[8];
         snprintf(prod, sizeof(prod), "p%d", i);
         ps_entity *pr = product(&f, prod);
-        assert_false(ps_graph_edge_of(f.p, customer(&f, "old"), pr, &e));
-        assert_true(ps_graph_edge_of(f.p, customer(&f, "new"), pr, &e));
+        assert_false(ps_graph_edge_of(f.p, ps_fx_customer(&f, "old"), pr, &e));
+        assert_true(ps_graph_edge_of(f.p, ps_fx_customer(&f, "new"), pr, &e));
         assert_int_equal(e.count[0], 1);
         assert_int_equal(e.count[2], 1);
         int64_t tot[3];
@@ -412,7 +291,7 @@ static void test_eviction(void **state)
     /* "old" comes back to p1: a new edge, totals keep counting */
     ev(&f, "old", PS_CLICK, "p1", T0 + 3 * H);
     assert_int_equal(ps_graph_edge_count(f.p), 4);
-    assert_true(ps_graph_edge_of(f.p, customer(&f, "old"), product(&f, "p1"),
+    assert_true(ps_graph_edge_of(f.p, ps_fx_customer(&f, "old"), product(&f, "p1"),
                                  &e));
     assert_int_equal(e.count[0], 1);
     int64_t tot[3];
@@ -421,10 +300,10 @@ static void test_eviction(void **state)
     /* the saved state of "old" holds only what is left */
     ps_wbuf w;
     ps_wbuf_init(&w);
-    ps_pipeline_save_customer(f.p, customer(&f, "old"), &w);
+    ps_pipeline_save_customer(f.p, ps_fx_customer(&f, "old"), &w);
     assert_false(w.oom);
     ps_wbuf_clear(&w);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* Memory per edge on a graph of 1000 customers x 50 products (fewer under
@@ -432,9 +311,9 @@ static void test_eviction(void **state)
 static void test_bytes_per_edge(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     int n_cust = getenv("PS_TEST_QUICK") ? 100 : 1000;
-    fx_init(&f);
+    ps_fx_init(&f);
     for (int c = 0; c < n_cust; c++) {
         char cust[16];
         snprintf(cust, sizeof(cust), "u%d", c);
@@ -450,39 +329,39 @@ static void test_bytes_per_edge(void **state)
     assert_true(n > 0);
     if (!getenv("PS_TEST_QUICK"))
         assert_true(bpe <= 64.0);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* Edges, last path and the cached funnel order survive save and load. */
 static void test_save_load(void **state)
 {
     (void)state;
-    fx f, g;
+    ps_fx f, g;
     ps_wbuf w;
     int err;
     path_entry pe[4];
-    fx_init(&f);
+    ps_fx_init(&f);
     ev(&f, "a", PS_CLICK, "p1", T0);
     ev(&f, "a", PS_PURCHASE, "p1", T0 + H);
     ev(&f, "a", PS_WISHLIST, "p2", T0 + 2 * H);
     ev(&f, "a", PS_CLICK, "p2", T0 + 3 * H);
     ev(&f, "a", PS_CLICK, "p3", T0 + 3 * H);
-    flush(&f);
+    ps_fx_flush(&f);
     ps_pipeline_flushed(f.p);
     ps_wbuf_init(&w);
-    ps_pipeline_save_customer(f.p, customer(&f, "a"), &w);
+    ps_pipeline_save_customer(f.p, ps_fx_customer(&f, "a"), &w);
     assert_false(w.oom);
 
-    fx_init(&g);
-    ps_customer *c = ps_pipeline_add(g.p, S("a"), w.data, w.len, &err);
+    ps_fx_init(&g);
+    ps_customer *c = ps_pipeline_add(g.p, ps_fx_str("a"), w.data, w.len, &err);
     assert_non_null(c);
     assert_int_equal(err, 0);
-    mark_loaded(&g);
+    ps_fx_mark_loaded(&g);
     assert_int_equal(ps_graph_edge_count(g.p), 3);
     static const char *const prods[3] = {"p1", "p2", "p3"};
     for (int i = 0; i < 3; i++) {
         ps_graph_edge e1, e2;
-        assert_true(ps_graph_edge_of(f.p, customer(&f, "a"),
+        assert_true(ps_graph_edge_of(f.p, ps_fx_customer(&f, "a"),
                                      product(&f, prods[i]), &e1));
         assert_true(ps_graph_edge_of(g.p, c, product(&g, prods[i]), &e2));
         assert_memory_equal(e1.count, e2.count, sizeof(e1.count));
@@ -490,30 +369,30 @@ static void test_save_load(void **state)
     }
     /* the restored p2 funnel converts in wishlist-then-click order */
     ev(&g, "a", PS_PURCHASE, "p2", T0 + 4 * H);
-    flush(&g);
+    ps_fx_flush(&g);
     assert_int_equal(paths(&g, pe, 4), 1);
     assert_string_equal(pe[0].path, "wishlist>click>purchase");
-    assert_string_equal(hset_str(&g, "ps:cust:a", "last_path"),
+    assert_string_equal(ps_fx_hset_str(&g, "ps:cust:a", "last_path"),
                         "wishlist>click>purchase");
 
     /* last_path as saved: the p1 path */
-    fx_clear(&g);
-    fx_init(&g);
-    c = ps_pipeline_add(g.p, S("a"), w.data, w.len, &err);
+    ps_fx_clear(&g);
+    ps_fx_init(&g);
+    c = ps_pipeline_add(g.p, ps_fx_str("a"), w.data, w.len, &err);
     assert_non_null(c);
-    mark_loaded(&g);
+    ps_fx_mark_loaded(&g);
     ev(&g, "a", PS_SPEND, NULL, T0 + 5 * H);
-    flush(&g);
-    assert_string_equal(hset_str(&g, "ps:cust:a", "last_path"),
+    ps_fx_flush(&g);
+    assert_string_equal(ps_fx_hset_str(&g, "ps:cust:a", "last_path"),
                         "click>purchase");
-    assert_close(hset(&g, "ps:cust:a", "last_path_p"), 2.0 / 3, 1e-9);
+    assert_close(ps_fx_hset(&g, "ps:cust:a", "last_path_p"), 2.0 / 3, 1e-9);
 
     /* a corrupt blob is refused, nothing leaks */
-    ps_customer *bad = ps_pipeline_add(g.p, S("b"), w.data, w.len - 3, &err);
+    ps_customer *bad = ps_pipeline_add(g.p, ps_fx_str("b"), w.data, w.len - 3, &err);
     assert_null(bad);
     ps_wbuf_clear(&w);
-    fx_clear(&g);
-    fx_clear(&f);
+    ps_fx_clear(&g);
+    ps_fx_clear(&f);
 }
 
 /* A flush that fails is retried with the same ps:paths entries (plus
@@ -521,39 +400,39 @@ static void test_save_load(void **state)
 static void test_exactly_once(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     path_entry pe[4];
-    fx_init(&f);
+    ps_fx_init(&f);
     ev(&f, "a", PS_CLICK, "p1", T0);
     ev(&f, "a", PS_PURCHASE, "p1", T0 + H);
-    flush(&f); /* ... and the transaction fails: no ps_pipeline_flushed */
+    ps_fx_flush(&f); /* ... and the transaction fails: no ps_pipeline_flushed */
     assert_int_equal(paths(&f, pe, 4), 1);
-    assert_int_equal(incr(&f, "ps:global", "path_click>purchase"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "path_click>purchase"), 1);
 
     ev(&f, "b", PS_WISHLIST, "p1", T0 + 2 * H);
     ev(&f, "b", PS_PURCHASE, "p1", T0 + 3 * H);
-    flush(&f); /* the retry: the first entry again, and the new one */
+    ps_fx_flush(&f); /* the retry: the first entry again, and the new one */
     assert_int_equal(paths(&f, pe, 4), 2);
     assert_string_equal(pe[0].customer, "a");
     assert_string_equal(pe[0].path, "click>purchase");
     assert_string_equal(pe[1].customer, "b");
     assert_string_equal(pe[1].path, "wishlist>purchase");
-    assert_int_equal(incr(&f, "ps:global", "path_click>purchase"), 1);
-    assert_int_equal(incr(&f, "ps:global", "path_wishlist>purchase"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "path_click>purchase"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "path_wishlist>purchase"), 1);
     ps_pipeline_flushed(f.p);
 
-    flush(&f); /* nothing new */
+    ps_fx_flush(&f); /* nothing new */
     assert_int_equal(paths(&f, pe, 4), 0);
-    assert_int_equal(incr(&f, "ps:global", "path_click>purchase"), 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "path_click>purchase"), 0);
 
     /* a success after the flush is found again (its baseline was reset) */
     ev(&f, "c", PS_CLICK, "p1", T0 + 4 * H);
     ev(&f, "c", PS_PURCHASE, "p1", T0 + 5 * H);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_int_equal(paths(&f, pe, 4), 1);
     assert_string_equal(pe[0].customer, "c");
-    assert_int_equal(incr(&f, "ps:prod:p1", "funnels_wishlist_first"), 0);
-    fx_clear(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:prod:p1", "funnels_wishlist_first"), 0);
+    ps_fx_clear(&f);
 }
 
 int main(void)

@@ -19,138 +19,19 @@
 
 #include "../../aggregates/next_action.h"
 #include "../../aggregates/pipeline.h"
+#include "../support/pipeline_fixture.h"
 #include "../../common/error.h"
 
 #define H (3600 * 1000LL)
 
-#define assert_close(a, b, tol)                                               \
-    do {                                                                      \
-        double a_ = (a), b_ = (b);                                            \
-        if (fabs(a_ - b_) > (tol) * (1.0 + fabs(b_)))                         \
-            fail_msg("%s = %.17g, expected %.17g", #a, a_, b_);               \
-    } while (0)
-
-static ps_str S(const char *s) { return (ps_str){s, (uint32_t)strlen(s)}; }
-
-typedef struct fx {
-    ps_pipeline *p;
-    ps_batch *b;
-    int seq;
-} fx;
-
-static void fx_init_conf(fx *f, const ps_agg_conf *conf)
-{
-    char err[256];
-    f->p = ps_pipeline_new(conf, err, sizeof(err));
-    if (f->p == NULL)
-        fail_msg("ps_pipeline_new: %s", err);
-    f->b = ps_batch_new("ps:");
-    f->seq = 0;
-    ps_entity **list;
-    size_t n = ps_pipeline_unloaded(f->p, &list);
-    for (size_t i = 0; i < n; i++)
-        ps_pipeline_loaded(f->p, list[i]);
-}
-
-static void fx_init(fx *f)
-{
-    ps_agg_conf conf;
-    ps_agg_conf_defaults(&conf);
-    fx_init_conf(f, &conf);
-}
-
-static void fx_clear(fx *f)
-{
-    ps_batch_destroy(f->b);
-    ps_pipeline_destroy(f->p);
-}
-
-/* Apply one event (amount < 0: none). */
-static void ev_amt(fx *f, const char *cust, ps_event_type t, const char *prod,
-                   double amount, int64_t ts)
-{
-    char idbuf[32];
-    ps_event e;
-    int err;
-    bool late;
-    memset(&e, 0, sizeof(e));
-    snprintf(idbuf, sizeof(idbuf), "ev%d", ++f->seq);
-    e.event_id = S(idbuf);
-    e.customer_id = S(cust);
-    e.type = t;
-    if (prod != NULL)
-        e.product_id = S(prod);
-    if (amount >= 0) {
-        e.has_amount = true;
-        e.amount = amount;
-    }
-    e.ts = ts;
-    ps_customer *c = ps_pipeline_find(f->p, PS_KIND_CUSTOMER, e.customer_id);
-    if (c == NULL)
-        c = ps_pipeline_add(f->p, e.customer_id, NULL, 0, &err);
-    assert_non_null(c);
-    assert_int_equal(ps_pipeline_apply(f->p, &e, c, &late), 0);
-    assert_int_equal(ps_pipeline_advance(f->p, 0), 0);
-}
-
 /* CLICK/WISHLIST/PURCHASE on product "p", SPEND of 10. */
-static void ev(fx *f, const char *cust, ps_event_type t, int64_t ts)
+static void ev(ps_fx *f, const char *cust, ps_event_type t, int64_t ts)
 {
-    ev_amt(f, cust, t, t == PS_SPEND ? NULL : "p", t == PS_SPEND ? 10 : -1,
+    ps_fx_event(f, cust, t, t == PS_SPEND ? NULL : "p", t == PS_SPEND ? 10 : -1,
            ts);
 }
 
-static void flush(fx *f)
-{
-    ps_batch_clear(f->b);
-    ps_pipeline_write(f->p, f->b);
-}
-
-static long long incr(const fx *f, const char *key, const char *field)
-{
-    const char *argv[8];
-    size_t lens[8];
-    long long total = 0;
-    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
-        if (ps_batch_argc(f->b, i) != 4)
-            continue;
-        ps_batch_argv(f->b, i, argv, lens);
-        if (strcmp(argv[0], "HINCRBY") == 0 && strcmp(argv[1], key) == 0 &&
-            strcmp(argv[2], field) == 0)
-            total += strtoll(argv[3], NULL, 10);
-    }
-    return total;
-}
-
-/* Text of field in the last HSET of key, or NULL. */
-static const char *hset_str(const fx *f, const char *key, const char *field)
-{
-    static const char *argv[256];
-    size_t lens[256];
-    const char *v = NULL;
-    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
-        size_t argc = ps_batch_argc(f->b, i);
-        if (argc > 256)
-            continue;
-        ps_batch_argv(f->b, i, argv, lens);
-        if (strcmp(argv[0], "HSET") != 0 || strcmp(argv[1], key) != 0)
-            continue;
-        for (size_t a = 2; a + 1 < argc; a += 2)
-            if (strcmp(argv[a], field) == 0)
-                v = argv[a + 1];
-    }
-    return v;
-}
-
-static double hset(const fx *f, const char *key, const char *field)
-{
-    const char *v = hset_str(f, key, field);
-    return v ? strtod(v, NULL) : NAN;
-}
-
-/* The customer's four next_* fields equal p (to 1e-12) and, as written,
- * sum to 1. */
-static void assert_next(const fx *f, const char *cust, double pc, double pw,
+static void assert_next(const ps_fx *f, const char *cust, double pc, double pw,
                         double pp, double ps)
 {
     static const char *const names[4] = {"next_click", "next_wishlist",
@@ -160,7 +41,7 @@ static void assert_next(const fx *f, const char *cust, double pc, double pw,
     double sum = 0;
     snprintf(key, sizeof(key), "ps:cust:%s", cust);
     for (int j = 0; j < 4; j++) {
-        double v = hset(f, key, names[j]);
+        double v = ps_fx_hset(f, key, names[j]);
         if (isnan(v))
             fail_msg("%s %s missing", key, names[j]);
         assert_close(v, want[j], 1e-12);
@@ -177,48 +58,48 @@ static void assert_next(const fx *f, const char *cust, double pc, double pw,
 static void test_global_prior(void **state)
 {
     (void)state;
-    fx f;
-    fx_init(&f);
+    ps_fx f;
+    ps_fx_init(&f);
     ev(&f, "a", PS_CLICK, 1 * H);
     ev(&f, "a", PS_PURCHASE, 2 * H);
     ev(&f, "a", PS_CLICK, 3 * H);
     ev(&f, "a", PS_CLICK, 4 * H);
     ev(&f, "b", PS_CLICK, 1 * H);
     ev(&f, "b", PS_WISHLIST, 2 * H);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_next(&f, "a", 13.0 / 36, 10.0 / 36, 13.0 / 36, 0);
-    assert_string_equal(hset_str(&f, "ps:cust:a", "last_event_type"),
+    assert_string_equal(ps_fx_hset_str(&f, "ps:cust:a", "last_event_type"),
                         "click");
     /* b's last type is wishlist: no data anywhere for that row */
     assert_next(&f, "b", 0.25, 0.25, 0.25, 0.25);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 1);
-    assert_int_equal(incr(&f, "ps:global", "trans_purchase_click"), 1);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_click"), 1);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_wishlist"), 1);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_spend"), 0);
-    assert_close(hset(&f, "ps:global", "next_purchase_after_click"),
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_purchase"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_purchase_click"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_click"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_wishlist"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_spend"), 0);
+    assert_close(ps_fx_hset(&f, "ps:global", "next_purchase_after_click"),
                  1.0 / 3, 1e-9);
-    assert_close(hset(&f, "ps:global", "next_click_after_purchase"), 1, 0);
-    assert_close(hset(&f, "ps:global", "next_spend_after_spend"), 0.25, 0);
+    assert_close(ps_fx_hset(&f, "ps:global", "next_click_after_purchase"), 1, 0);
+    assert_close(ps_fx_hset(&f, "ps:global", "next_spend_after_spend"), 0.25, 0);
 
     /* the accessor agrees */
     double p[4];
-    ps_customer *a = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, S("a"));
+    ps_customer *a = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, ps_fx_str("a"));
     assert_int_equal(ps_next_action_of(f.p, a, p), PS_CLICK);
     assert_close(p[PS_PURCHASE], 13.0 / 36, 1e-15);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* A single event: no transition anywhere, so the uniform prior. */
 static void test_uniform(void **state)
 {
     (void)state;
-    fx f;
-    fx_init(&f);
+    ps_fx f;
+    ps_fx_init(&f);
     ev(&f, "u", PS_CLICK, 1 * H);
-    flush(&f);
+    ps_fx_flush(&f);
     assert_next(&f, "u", 0.25, 0.25, 0.25, 0.25);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* Segment prior.  One segment (k = 1, named "elite") that every customer
@@ -234,40 +115,40 @@ static void test_uniform(void **state)
 static void test_segment_prior(void **state)
 {
     (void)state;
-    fx f;
+    ps_fx f;
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
     conf.segments_k = 1;
     conf.segments_batch = 1;
     conf.segments_names = "elite";
-    fx_init_conf(&f, &conf);
-    ev_amt(&f, "s", PS_PURCHASE, "p1", 100, 1 * H);
+    ps_fx_init_conf(&f, &conf);
+    ps_fx_event(&f, "s", PS_PURCHASE, "p1", 100, 1 * H);
     ev(&f, "s", PS_CLICK, 2 * H);
     ev(&f, "s", PS_WISHLIST, 3 * H);
     ev(&f, "s", PS_CLICK, 4 * H);
-    ev_amt(&f, "s", PS_PURCHASE, "p2", 300, 5 * H);
+    ps_fx_event(&f, "s", PS_PURCHASE, "p2", 300, 5 * H);
     ev(&f, "s", PS_CLICK, 6 * H);
-    ev_amt(&f, "t", PS_PURCHASE, "p1", 200, 1 * H);
+    ps_fx_event(&f, "t", PS_PURCHASE, "p1", 200, 1 * H);
     ev(&f, "t", PS_CLICK, 2 * H);
     ev(&f, "t", PS_SPEND, 3 * H);
     ev(&f, "g", PS_CLICK, 1 * H);
     ev(&f, "g", PS_CLICK, 2 * H);
     ev(&f, "g", PS_CLICK, 3 * H);
-    flush(&f);
-    assert_close(hset(&f, "ps:cust:s", "segment"), 0, 0);
-    assert_true(isnan(hset(&f, "ps:cust:g", "segment")) ||
-                hset(&f, "ps:cust:g", "segment") < 0);
+    ps_fx_flush(&f);
+    assert_close(ps_fx_hset(&f, "ps:cust:s", "segment"), 0, 0);
+    assert_true(isnan(ps_fx_hset(&f, "ps:cust:g", "segment")) ||
+                ps_fx_hset(&f, "ps:cust:g", "segment") < 0);
     assert_next(&f, "s", 0, 13.0 / 36, 13.0 / 36, 10.0 / 36);
     assert_next(&f, "g", 0.5, 2.0 / 12, 2.0 / 12, 2.0 / 12);
-    assert_int_equal(incr(&f, "ps:segment:0", "trans_purchase_click"), 3);
-    assert_int_equal(incr(&f, "ps:segment:0", "trans_click_click"), 0);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_click"), 2);
-    assert_int_equal(incr(&f, "ps:global", "trans_purchase_click"), 3);
-    assert_close(hset(&f, "ps:segment:0", "next_spend_after_click"), 1.0 / 3,
+    assert_int_equal(ps_fx_incr(&f, "ps:segment:0", "trans_purchase_click"), 3);
+    assert_int_equal(ps_fx_incr(&f, "ps:segment:0", "trans_click_click"), 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_click"), 2);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_purchase_click"), 3);
+    assert_close(ps_fx_hset(&f, "ps:segment:0", "next_spend_after_click"), 1.0 / 3,
                  1e-9);
     /* t's last type is spend: no spend row anywhere -> uniform */
     assert_next(&f, "t", 0.25, 0.25, 0.25, 0.25);
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* Event-time order: a WISHLIST at 20 arriving after a PURCHASE at 30
@@ -276,29 +157,29 @@ static void test_segment_prior(void **state)
 static void test_out_of_order(void **state)
 {
     (void)state;
-    fx f;
-    fx_init(&f);
+    ps_fx f;
+    ps_fx_init(&f);
     ev(&f, "o", PS_CLICK, 10 * H);
     ev(&f, "o", PS_PURCHASE, 30 * H);
     ev(&f, "o", PS_WISHLIST, 20 * H);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 0);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_wishlist"), 1);
-    assert_int_equal(incr(&f, "ps:global", "trans_wishlist_purchase"), 1);
-    assert_string_equal(hset_str(&f, "ps:cust:o", "last_event_type"),
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_purchase"), 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_wishlist"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_wishlist_purchase"), 1);
+    assert_string_equal(ps_fx_hset_str(&f, "ps:cust:o", "last_event_type"),
                         "purchase");
     ps_pipeline_flushed(f.p);
 
     ev(&f, "o", PS_SPEND, 40 * H); /* purchase>spend; memory now full */
     ev(&f, "o", PS_CLICK, 5 * H);  /* older than all four: ignored */
     ev(&f, "o", PS_CLICK, 40 * H); /* same time as the spend: after it */
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trans_purchase_spend"), 1);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_click"), 0);
-    assert_int_equal(incr(&f, "ps:global", "trans_spend_click"), 1);
-    assert_string_equal(hset_str(&f, "ps:cust:o", "last_event_type"),
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_purchase_spend"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_click"), 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_spend_click"), 1);
+    assert_string_equal(ps_fx_hset_str(&f, "ps:cust:o", "last_event_type"),
                         "click");
-    fx_clear(&f);
+    ps_fx_clear(&f);
 }
 
 /* Shared counters: a flush that fails (no ps_pipeline_flushed) is written
@@ -306,27 +187,27 @@ static void test_out_of_order(void **state)
 static void test_exactly_once(void **state)
 {
     (void)state;
-    fx f;
-    fx_init(&f);
+    ps_fx f;
+    ps_fx_init(&f);
     ev(&f, "x", PS_CLICK, 1 * H);
     ev(&f, "x", PS_PURCHASE, 2 * H);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 1);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_purchase"), 1);
     /* the transaction failed: nothing flushed */
     ev(&f, "y", PS_CLICK, 1 * H);
     ev(&f, "y", PS_PURCHASE, 2 * H);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 2);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_purchase"), 2);
     ps_pipeline_flushed(f.p);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 0);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_purchase"), 0);
     ev(&f, "x", PS_CLICK, 3 * H);
-    flush(&f);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_purchase"), 0);
-    assert_int_equal(incr(&f, "ps:global", "trans_purchase_click"), 1);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_purchase"), 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_purchase_click"), 1);
     /* the view is base + delta: row click still {purchase 2} */
-    assert_close(hset(&f, "ps:global", "next_purchase_after_click"), 1, 0);
-    fx_clear(&f);
+    assert_close(ps_fx_hset(&f, "ps:global", "next_purchase_after_click"), 1, 0);
+    ps_fx_clear(&f);
 }
 
 /* Bases read from Redis count in the prior but are not written again. */
@@ -336,7 +217,7 @@ static void test_base_loaded(void **state)
     char err[256];
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
-    fx f;
+    ps_fx f;
     f.p = ps_pipeline_new(&conf, err, sizeof(err));
     assert_non_null(f.p);
     f.b = ps_batch_new("ps:");
@@ -350,12 +231,12 @@ static void test_base_loaded(void **state)
         ps_pipeline_loaded(f.p, list[i]);
     }
     ev(&f, "z", PS_CLICK, 1 * H);
-    flush(&f);
+    ps_fx_flush(&f);
     /* global row click {spend 7}: alpha = (0, 0, 0, 10), no own counts */
     assert_next(&f, "z", 0, 0, 0, 1);
-    assert_int_equal(incr(&f, "ps:global", "trans_click_spend"), 0);
-    assert_close(hset(&f, "ps:global", "next_spend_after_click"), 1, 0);
-    fx_clear(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_spend"), 0);
+    assert_close(ps_fx_hset(&f, "ps:global", "next_spend_after_click"), 1, 0);
+    ps_fx_clear(&f);
 }
 
 /* The part of a saved customer state (pipeline.h format) that aggregate
@@ -387,21 +268,21 @@ static void section(const ps_wbuf *w, const char *name,
 static void test_save_load(void **state)
 {
     (void)state;
-    fx f, g;
+    ps_fx f, g;
     int err;
-    fx_init(&f);
-    fx_init(&g);
+    ps_fx_init(&f);
+    ps_fx_init(&g);
     ev(&f, "r", PS_CLICK, 10 * H);
     ev(&f, "r", PS_WISHLIST, 20 * H);
     ev(&f, "r", PS_PURCHASE, 15 * H);
-    ev_amt(&f, "r", PS_SPEND, NULL, 55.5, 30 * H);
+    ps_fx_event(&f, "r", PS_SPEND, NULL, 55.5, 30 * H);
     ev(&f, "r", PS_CLICK, 40 * H);
-    ps_customer *r = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, S("r"));
+    ps_customer *r = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, ps_fx_str("r"));
     ps_wbuf w1, w2;
     ps_wbuf_init(&w1);
     ps_wbuf_init(&w2);
     ps_pipeline_save_customer(f.p, r, &w1);
-    ps_customer *r2 = ps_pipeline_add(g.p, S("r"), w1.data, w1.len, &err);
+    ps_customer *r2 = ps_pipeline_add(g.p, ps_fx_str("r"), w1.data, w1.len, &err);
     assert_non_null(r2);
     ps_pipeline_save_customer(g.p, r2, &w2);
     assert_int_equal(w1.len, w2.len);
@@ -446,8 +327,8 @@ static void test_save_load(void **state)
     free(slice);
     ps_wbuf_clear(&w1);
     ps_wbuf_clear(&w2);
-    fx_clear(&f);
-    fx_clear(&g);
+    ps_fx_clear(&f);
+    ps_fx_clear(&g);
 }
 
 int main(void)
