@@ -869,7 +869,9 @@ int ps_segments_of(ps_pipeline *p, const ps_entity *cust)
 
 const char *ps_segments_name(ps_pipeline *p, int k)
 {
-    int index = ps_pipeline_agg_index("segments");
+    static int index = -2; /* the registry is fixed at build time */
+    if (index == -2)
+        index = ps_pipeline_agg_index("segments");
     if (index < 0)
         return "";
     const segments *s = ps_pipeline_agg_self(p, (size_t)index);
