@@ -532,6 +532,36 @@ static void update_global_wm(ps_pipeline *p)
     }
 }
 
+int64_t ps_pipeline_partition_clock(const ps_pipeline *p, uint32_t slot,
+                                    ps_str *cause)
+{
+    if (slot >= p->parts_n) {
+        *cause = (ps_str){"", 0};
+        return INT64_MIN;
+    }
+    const part_clock *c = &p->parts[slot];
+    *cause = (ps_str){c->cause, c->cause_len};
+    return c->max_ts;
+}
+
+int ps_pipeline_restore_partition_clock(ps_pipeline *p, uint32_t slot,
+                                        int64_t max_ts, ps_str cause,
+                                        int64_t now_ms)
+{
+    part_clock *c = clock_of(p, slot);
+    if (c == NULL)
+        return PS_ERR_NOMEM;
+    c->max_ts = max_ts;
+    c->cause_len = cause.len <= PS_ID_MAX ? cause.len : PS_ID_MAX;
+    memcpy(c->cause, cause.ptr, c->cause_len);
+    c->seen = true;
+    c->last_ms = now_ms;
+    if (now_ms > p->now_ms)
+        p->now_ms = now_ms;
+    update_global_wm(p);
+    return PS_OK;
+}
+
 int ps_pipeline_name_slot(ps_pipeline *p, uint32_t slot, const char *name)
 {
     part_clock *c = clock_of(p, slot);

@@ -103,6 +103,19 @@ int64_t ps_pipeline_global_watermark(const ps_pipeline *p);
  * the cause of the partition that defines the global watermark. */
 ps_str ps_pipeline_watermark_cause(const ps_pipeline *p, uint32_t part);
 
+/* A partition's clock, saved by the run loop with the partition's offset
+ * (ps:state:clock:{group}) so a restart judges lateness and closes
+ * windows exactly as an uninterrupted run: the largest ts seen on slot
+ * (INT64_MIN when none) and, in *cause, the id of the event that set it. */
+int64_t ps_pipeline_partition_clock(const ps_pipeline *p, uint32_t slot,
+                                    ps_str *cause);
+/* Restore it on assignment (the stored clock replaces what this process
+ * had): the partition counts as busy, as if its last event came at
+ * now_ms (the wall clock of ps_pipeline_advance).  0 or PS_ERR_NOMEM. */
+int ps_pipeline_restore_partition_clock(ps_pipeline *p, uint32_t slot,
+                                        int64_t max_ts, ps_str cause,
+                                        int64_t now_ms);
+
 /* Partition slots have names ("topic:partition"), given by the run loop
  * when it assigns them, so saved state can name a partition and a later
  * process map it back to its own slot. */

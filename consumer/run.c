@@ -768,6 +768,25 @@ static void build_flush(run_ctx *c, uint64_t seq)
             ps_batch_arg_i64(b, p->next);
         }
         ps_batch_end(b);
+        /* each partition's clock with its offset: "max_ts cause" */
+        size_t clocks = 0;
+        for (size_t i = 0; i < c->parts.n; i++) {
+            const ps_part *p = &c->parts.v[i];
+            ps_str cause;
+            int64_t max_ts =
+                ps_pipeline_partition_clock(c->pipe, p->slot, &cause);
+            if (p->next < 0 || max_ts == INT64_MIN)
+                continue;
+            if (clocks++ == 0) {
+                ps_batch_begin(b, "HSET");
+                ps_batch_arg_key(b, "state:clock:", group, NULL);
+            }
+            ps_batch_arg_fmt(b, "%s:%" PRId32, p->topic, p->partition);
+            ps_batch_arg_fmt(b, "%" PRId64 " %.*s", max_ts, (int)cause.len,
+                             cause.ptr);
+        }
+        if (clocks > 0)
+            ps_batch_end(b);
     }
 
     metric_incr(b, "events_in", c->delta.in);
@@ -938,6 +957,48 @@ struct offsets_read {
     rd_kafka_topic_partition_list_t *parts;
 };
 
+struct clocks_read {
+    run_ctx *c;
+    rd_kafka_topic_partition_list_t *parts;
+};
+
+/* ps:state:clock:{group} field "topic:partition" = "max_ts cause":
+ * restore the clock of an assigned partition. */
+static void on_clock(void *opaque, const char *f, size_t flen, const char *v,
+                     size_t vlen)
+{
+    struct clocks_read *r = opaque;
+    char field[512], val[64 + PS_ID_MAX];
+    if (flen >= sizeof(field) || vlen >= sizeof(val))
+        return;
+    memcpy(field, f, flen);
+    field[flen] = '\0';
+    memcpy(val, v, vlen);
+    val[vlen] = '\0';
+    char *colon = strrchr(field, ':'), *end;
+    if (colon == NULL)
+        return;
+    *colon = '\0';
+    int32_t partition = (int32_t)strtol(colon + 1, NULL, 10);
+    errno = 0;
+    int64_t max_ts = strtoll(val, &end, 10);
+    if (errno != 0 || end == val || (*end != ' ' && *end != '\0'))
+        return;
+    const char *cause = *end == ' ' ? end + 1 : end;
+    for (int i = 0; i < r->parts->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &r->parts->elems[i];
+        if (tp->partition != partition || strcmp(tp->topic, field) != 0)
+            continue;
+        ps_part *part = ps_parts_find(&r->c->parts, tp->topic, partition);
+        if (part != NULL &&
+            ps_pipeline_restore_partition_clock(
+                r->c->pipe, part->slot, max_ts,
+                (ps_str){cause, (uint32_t)strlen(cause)},
+                now_ms(CLOCK_MONOTONIC)) < 0)
+            r->c->fatal = PS_ERR_NOMEM;
+    }
+}
+
 static void on_offset(void *opaque, const char *f, size_t flen, const char *v,
                       size_t vlen)
 {
@@ -987,6 +1048,12 @@ static void on_assign(run_ctx *c, rd_kafka_topic_partition_list_t *l)
                 tp->partition, tp->offset >= 0 ? "" : "(beginning) ",
                 tp->offset >= 0 ? tp->offset : 0);
     }
+    /* and their clocks, so lateness and windows continue exactly */
+    struct clocks_read cr = {c, l};
+    snprintf(key, sizeof(key), "%sstate:clock:%s", c->o->prefix, c->o->group);
+    while (ps_redis_sink_hgetall(c->sink, key, on_clock, &cr) != PS_OK)
+        if (wait_for_redis(c) < 0)
+            break;
     rd_kafka_error_t *err = NULL;
     if (c->cooperative)
         err = rd_kafka_incremental_assign(c->rk, l);
