@@ -17,6 +17,15 @@
  * cluster before the handle.  Exit 0 on a clean stop, 1 when the cluster
  * cannot be built, 2 on bad options.
  *
+ * Fault drills (for tests of the consumer's fault handling), by signal:
+ *   SIGUSR1  broker 1 goes down and every partition's leader moves to
+ *            broker 2 (when there are at least 2 brokers); broker 1 comes
+ *            back 2 s later (rd_kafka_mock_broker_set_down/_up,
+ *            rd_kafka_mock_partition_set_leader);
+ *   SIGUSR2  the next 5 Fetch and 3 Heartbeat requests fail with
+ *            retriable errors (rd_kafka_mock_push_request_errors).
+ * Each drill is logged on stderr.
+ *
  * Limits worth knowing: the mock keeps only about 5 MB of log per partition
  * (older segments are dropped, so a consumer that starts late sees
  * OFFSET_OUT_OF_RANGE / loses data): give big runs more partitions.  The
@@ -71,6 +80,57 @@ static const ps_option broker_options[] = {
 #define BROKER_NOPTS (sizeof(broker_options) / sizeof(broker_options[0]))
 
 static volatile sig_atomic_t broker_stop;
+
+static volatile sig_atomic_t drill_down, drill_errors;
+
+/* Kafka protocol API keys (rdkafka_protocol.h is not installed). */
+#define API_FETCH 1
+#define API_HEARTBEAT 12
+
+static int parse_topic(const char *spec, int64_t def_partitions, char *out,
+                       size_t out_size, int *partitions, char *errstr,
+                       size_t errstr_size);
+
+static void broker_on_drill(int sig)
+{
+    if (sig == SIGUSR1)
+        drill_down = 1;
+    else
+        drill_errors = 1;
+}
+
+/* SIGUSR1: broker 1 down, leaders to broker 2 (see the header). */
+static void drill_broker_down(rd_kafka_mock_cluster_t *mc,
+                              const broker_opts *opts, int brokers)
+{
+    rd_kafka_mock_broker_set_down(mc, 1);
+    for (size_t i = 0; brokers >= 2 && i < opts->topics.n; i++) {
+        char name[256];
+        int parts;
+        parse_topic(opts->topics.v[i], opts->default_partitions, name,
+                    sizeof(name), &parts, NULL, 0);
+        for (int p = 0; p < parts; p++)
+            rd_kafka_mock_partition_set_leader(mc, name, p, 2);
+    }
+    fprintf(stderr, "propstream broker: drill: broker 1 down%s for 2 s\n",
+            brokers >= 2 ? ", partition leaders moved to broker 2" : "");
+}
+
+/* SIGUSR2: retriable request errors. */
+static void drill_request_errors(rd_kafka_mock_cluster_t *mc)
+{
+    rd_kafka_mock_push_request_errors(
+        mc, API_FETCH, 5, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT,
+        RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+        RD_KAFKA_RESP_ERR__TRANSPORT, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
+    rd_kafka_mock_push_request_errors(
+        mc, API_HEARTBEAT, 3, RD_KAFKA_RESP_ERR_NOT_COORDINATOR,
+        RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE,
+        RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT);
+    fprintf(stderr, "propstream broker: drill: 5 Fetch and 3 Heartbeat "
+                    "requests will fail\n");
+}
 
 static void broker_on_signal(int sig)
 {
@@ -249,6 +309,9 @@ int ps_cmd_broker(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sa.sa_handler = broker_on_drill;
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGUSR2, &sa, NULL);
 
     /* The first stdout line is the API: scripts read it. */
     printf("%s\n", rd_kafka_mock_cluster_bootstraps(mcluster));
@@ -272,9 +335,23 @@ int ps_cmd_broker(int argc, char **argv)
             "partition; use more partitions for large runs.  "
             "Stop with SIGTERM or Ctrl-C.\n");
 
+    int down_left_ms = 0; /* broker 1 comes back when this reaches 0 */
     while (!broker_stop) {
         rd_kafka_poll(rk, 0);
+        if (drill_down) {
+            drill_down = 0;
+            drill_broker_down(mcluster, &opts, (int)opts.brokers);
+            down_left_ms = 2000;
+        }
+        if (drill_errors) {
+            drill_errors = 0;
+            drill_request_errors(mcluster);
+        }
         sleep_ms(100);
+        if (down_left_ms > 0 && (down_left_ms -= 100) <= 0) {
+            rd_kafka_mock_broker_set_up(mcluster, 1);
+            fprintf(stderr, "propstream broker: drill: broker 1 up\n");
+        }
     }
     fprintf(stderr, "propstream broker: stopping\n");
     rc = 0;
