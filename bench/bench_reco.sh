@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench_reco.sh -- recommendation quality on the real data sets: hit rate
-# @10 of propstream's co-purchase recommendations against a most-popular
-# baseline.
+# @10 of propstream's recommendations (co-purchase, filled up with the
+# most purchased products) against a most-popular baseline.
 #
 #   bench/bench_reco.sh
 #   BENCH_RECO_ARGS="--also-top-n 100" bench/bench_reco.sh
@@ -12,9 +12,10 @@
 # online-retail), import it to a JSON file; run bench/reco_eval on it: the
 # events are replayed in time order through the pipeline in memory (no
 # Kafka, no Redis) and every PURCHASE in the last 20 % of time is checked
-# against the customer's top-10 reco taken just before it, and against the
-# 10 most purchased products so far (those the customer bought left out).
-# See bench/reco_eval.c for the exact definitions.
+# against the customer's top-10 reco taken just before it (as published,
+# and its co-purchase part alone), and against the 10 most purchased
+# products so far (those the customer bought left out).  See
+# bench/reco_eval.c for the exact definitions.
 #
 # Knobs (environment): BENCH_BUILD_DIR (<repo>/build-bench), BENCH_DATA_DIR,
 # BENCH_RECO_ARGS (extra reco_eval options: --k, --test-frac,

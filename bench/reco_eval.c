@@ -15,21 +15,28 @@
  *
  * Test window: the last F (0.2) of the time span, [t0 + (1 - F)(t1 - t0),
  * t1].  For every PURCHASE in it, just before it is applied:
- *   - copurchase: is the product in the customer's top-K reco
- *     (ps_copurchase_reco, K = 10)?
+ *   - reco: is the product in the customer's top-K reco as published in
+ *     ps:cust:{id}:reco (ps_copurchase_reco, K = 10): co-purchase
+ *     candidates, filled up with the aggregate's most-purchased list?
+ *   - co-purchase only: is it among the reco's co-purchase items (those
+ *     not from the fill-up; what the reco was before the fill-up)?
  *   - most-popular baseline: is it among the K products with the most
  *     purchases so far (ties: earlier first to reach the count), leaving
  *     out those the customer already purchased?
- *   - hybrid: the reco filled up to K with the baseline's list.
- * Both lists exclude products the customer already bought, so a repeat
+ *   - hybrid (a cross-check of the fill-up): the co-purchase items filled
+ *     up to K with this tool's exact baseline list.  Unlike the published
+ *     reco it also serves customers not seen before (their first event is
+ *     this purchase), who have no ps:cust:{id}:reco key yet.
+ * All lists exclude products the customer already bought, so a repeat
  * purchase can never be a hit: those are counted apart and the hit rates
  * are over purchases of products new to the customer ("evaluated").  They
  * are also given for "warm" customers (at least one earlier purchase or
  * wishlist, so co-purchase has something to start from).
  *
  * Last line, machine-readable:
- *   reco_eval: file=NAME evaluated=N hits_reco=A hits_pop=B hits_hybrid=C
- *              warm=W warm_hits_reco=D warm_hits_pop=E
+ *   reco_eval: file=NAME evaluated=N hits_reco=A hits_copurchase=F
+ *              hits_pop=B hits_hybrid=C warm=W warm_hits_reco=D
+ *              warm_hits_copurchase=G warm_hits_pop=E
  * Exit status 0, 1 on bad input, 2 on usage.
  */
 #include <errno.h>
@@ -322,9 +329,10 @@ static void popular_free(popular *p)
 /* ---- replay ------------------------------------------------------------- */
 
 typedef struct tally {
-    size_t purchases_test, repeats, evaluated, hits_reco, hits_pop,
-        hits_hybrid, warm, warm_hits_reco, warm_hits_pop, reco_empty;
-    double reco_len_sum;
+    size_t purchases_test, repeats, evaluated, hits_reco, hits_cop, hits_pop,
+        hits_hybrid, warm, warm_hits_reco, warm_hits_cop, warm_hits_pop,
+        reco_empty, cop_empty, unknown;
+    double reco_len_sum, cop_len_sum;
 } tally;
 
 static ps_str S_of(const intern *t, int32_t k)
@@ -395,14 +403,23 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
                 goto apply;
             }
             out->evaluated++;
+            /* a customer never seen has no reco key at all */
+            out->unknown += c == NULL;
             long nr = c ? ps_copurchase_reco(p, c, k, items) : 0;
             if (nr < 0) {
                 rc = -1;
                 break;
             }
-            bool hit_reco = false, hit_pop = false, hit_hybrid = false;
-            for (long j = 0; j < nr; j++)
-                hit_reco |= ps_str_eq(items[j].product->id, ev.product_id);
+            bool hit_reco = false, hit_cop = false, hit_pop = false,
+                 hit_hybrid = false;
+            long ncop = 0; /* co-purchase items come first */
+            while (ncop < nr && !items[ncop].popular)
+                ncop++;
+            for (long j = 0; j < nr; j++) {
+                bool h = ps_str_eq(items[j].product->id, ev.product_id);
+                hit_reco |= h;
+                hit_cop |= h && j < ncop;
+            }
             /* most popular so far, not bought by the customer */
             size_t np = 0;
             for (size_t j = 0; j < prods->n && np < k; j++) {
@@ -414,12 +431,12 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
             }
             for (size_t j = 0; j < np; j++)
                 hit_pop |= pop_list[j] == r->prod;
-            /* hybrid: reco, then popular ones not in it */
-            size_t nh = (size_t)nr;
-            hit_hybrid = hit_reco;
+            /* hybrid: co-purchase items, then popular ones not in them */
+            size_t nh = (size_t)ncop;
+            hit_hybrid = hit_cop;
             for (size_t j = 0; j < np && nh < k; j++) {
                 bool dup = false;
-                for (long m = 0; m < nr; m++)
+                for (long m = 0; m < ncop; m++)
                     dup |= ps_str_eq(items[m].product->id,
                                      S_of(prods, pop_list[j]));
                 if (dup)
@@ -428,13 +445,17 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
                 hit_hybrid |= pop_list[j] == r->prod;
             }
             out->hits_reco += hit_reco;
+            out->hits_cop += hit_cop;
             out->hits_pop += hit_pop;
             out->hits_hybrid += hit_hybrid;
             out->reco_empty += nr == 0;
+            out->cop_empty += ncop == 0;
             out->reco_len_sum += (double)nr;
+            out->cop_len_sum += (double)ncop;
             if (warm[r->cust]) {
                 out->warm++;
                 out->warm_hits_reco += hit_reco;
+                out->warm_hits_cop += hit_cop;
                 out->warm_hits_pop += hit_pop;
             }
         }
@@ -536,24 +557,34 @@ int main(int argc, char **argv)
         printf("  purchases in window %zu: %zu repeats (never a hit: both "
                "lists leave bought products out), %zu evaluated\n",
                t.purchases_test, t.repeats, t.evaluated);
-        printf("  copurchase reco@%zu   %6zu / %-6zu = %6.2f %%  (empty reco "
-               "for %zu, mean length %.2f)\n",
+        double ev_n = t.evaluated ? (double)t.evaluated : 1.0;
+        printf("  reco@%zu (published)  %6zu / %-6zu = %6.2f %%  (empty for "
+               "%zu, of which %zu customers not seen before; mean length "
+               "%.2f)\n",
                k, t.hits_reco, t.evaluated, pct(t.hits_reco, t.evaluated),
-               t.reco_empty,
-               t.evaluated ? t.reco_len_sum / (double)t.evaluated : 0.0);
+               t.reco_empty, t.unknown, t.reco_len_sum / ev_n);
+        printf("  co-purchase part@%zu  %6zu / %-6zu = %6.2f %%  (empty for "
+               "%zu, mean length %.2f)\n",
+               k, t.hits_cop, t.evaluated, pct(t.hits_cop, t.evaluated),
+               t.cop_empty, t.cop_len_sum / ev_n);
         printf("  most-popular@%zu      %6zu / %-6zu = %6.2f %%\n", k,
                t.hits_pop, t.evaluated, pct(t.hits_pop, t.evaluated));
-        printf("  reco+popular fill@%zu %6zu / %-6zu = %6.2f %%\n", k,
-               t.hits_hybrid, t.evaluated, pct(t.hits_hybrid, t.evaluated));
+        printf("  co-purchase+exact popular@%zu %6zu / %-6zu = %6.2f %%\n",
+               k, t.hits_hybrid, t.evaluated,
+               pct(t.hits_hybrid, t.evaluated));
         printf("  warm customers only (earlier purchase or wishlist): "
-               "reco %zu / %zu = %.2f %%, popular %zu / %zu = %.2f %%\n",
+               "reco %zu / %zu = %.2f %%, co-purchase %zu / %zu = %.2f %%, "
+               "popular %zu / %zu = %.2f %%\n",
                t.warm_hits_reco, t.warm, pct(t.warm_hits_reco, t.warm),
+               t.warm_hits_cop, t.warm, pct(t.warm_hits_cop, t.warm),
                t.warm_hits_pop, t.warm, pct(t.warm_hits_pop, t.warm));
-        printf("reco_eval: file=%s evaluated=%zu hits_reco=%zu hits_pop=%zu "
-               "hits_hybrid=%zu warm=%zu warm_hits_reco=%zu "
+        printf("reco_eval: file=%s evaluated=%zu hits_reco=%zu "
+               "hits_copurchase=%zu hits_pop=%zu hits_hybrid=%zu warm=%zu "
+               "warm_hits_reco=%zu warm_hits_copurchase=%zu "
                "warm_hits_pop=%zu\n",
-               name, t.evaluated, t.hits_reco, t.hits_pop, t.hits_hybrid,
-               t.warm, t.warm_hits_reco, t.warm_hits_pop);
+               name, t.evaluated, t.hits_reco, t.hits_cop, t.hits_pop,
+               t.hits_hybrid, t.warm, t.warm_hits_reco, t.warm_hits_cop,
+               t.warm_hits_pop);
         status = 0;
     }
     free(v);

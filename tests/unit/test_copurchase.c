@@ -7,7 +7,9 @@
  * in-memory view (ps_copurchase_count, ps_copurchase_reco) and what a flush
  * writes into a ps_batch: ZINCRBY deltas and ZREMRANGEBYRANK trims of
  * ps:prod:{x}:also, DEL + ZADD of ps:cust:{id}:reco, the also_state
- * snapshot.  Product posteriors are funnels' flat (1 + s) / (2 + n).
+ * snapshot, the popular list in ps:state:agg:copurchase.  Product
+ * posteriors are funnels' flat (1 + s) / (2 + n); the popular fill-up
+ * scores s_min * n(q) / (n_1 + 1) (copurchase.c).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -250,6 +252,9 @@ static void test_top_n(void **state)
  *   t buys A and wishlists D: candidates (A excluded) B = C[A][B] +
  *   C[D][B] = 3 -> 3 * 1/3 = 1; C = C[A][C] = 1 -> 2/3.  D itself: 0.
  *   u2 (A, B): C = 1 + 1 = 2 -> 4/3; D = C[B][D] = 1 -> 1/2.
+ * Popular fill-up: purchase counts A 3 (u1, u2, t), B 3 (u1, u2, u3), C 1,
+ * D 1, so the popular list is A, B, C, D (ties by id) and n_1 + 1 = 4; a
+ * fill-up product q scores s_min * n(q) / 4.
  */
 static void setup_reco(ps_fx *f)
 {
@@ -310,15 +315,25 @@ static void test_reco(void **state)
     setup_reco(&f);
 
     long n = ps_copurchase_reco(f.p, cust(&f, "t"), 10, out);
-    assert_int_equal(n, 2);
+    /* B, C from co-purchase; then the popular list A (bought), B, C (in
+     * the list already), D (wishlisted, not bought): s_min = 2/3, so D
+     * scores 2/3 * 1/4 = 1/6 */
+    assert_int_equal(n, 3);
     assert_true(ps_str_eq(out[0].product->id, ps_fx_str("B")));
     assert_close(out[0].score, 1.0, 1e-12);
+    assert_false(out[0].popular);
     assert_true(ps_str_eq(out[1].product->id, ps_fx_str("C")));
     assert_close(out[1].score, 2.0 / 3.0, 1e-12);
+    assert_false(out[1].popular);
+    assert_true(ps_str_eq(out[2].product->id, ps_fx_str("D")));
+    assert_close(out[2].score, 1.0 / 6.0, 1e-12);
+    assert_true(out[2].popular);
     /* at most n */
     assert_int_equal(ps_copurchase_reco(f.p, cust(&f, "t"), 1, out), 1);
     assert_true(ps_str_eq(out[0].product->id, ps_fx_str("B")));
 
+    /* u2 (A, B): C and D from co-purchase; every popular product is
+     * bought or listed already: no fill-up */
     n = ps_copurchase_reco(f.p, cust(&f, "u2"), 10, out);
     assert_int_equal(n, 2);
     assert_true(ps_str_eq(out[0].product->id, ps_fx_str("C")));
@@ -330,16 +345,31 @@ static void test_reco(void **state)
     n = ps_copurchase_reco(f.p, cust(&f, "u1"), 10, out);
     assert_int_equal(n, 1);
     assert_true(ps_str_eq(out[0].product->id, ps_fx_str("D")));
-    /* no purchase, no wishlist: nothing */
-    assert_int_equal(ps_copurchase_reco(f.p, cust(&f, "u4"), 10, out), 0);
+    /* no purchase, no wishlist: the popular list alone, s_min = 1:
+     * A 3/4, B 3/4, C 1/4, D 1/4 (equal scores by id) */
+    n = ps_copurchase_reco(f.p, cust(&f, "u4"), 10, out);
+    assert_int_equal(n, 4);
+    const char *cold[4] = {"A", "B", "C", "D"};
+    const double cold_score[4] = {0.75, 0.75, 0.25, 0.25};
+    for (int i = 0; i < 4; i++) {
+        assert_true(ps_str_eq(out[i].product->id, ps_fx_str(cold[i])));
+        assert_close(out[i].score, cold_score[i], 1e-12);
+        assert_true(out[i].popular);
+    }
+    assert_int_equal(ps_copurchase_reco(f.p, cust(&f, "u4"), 2, out), 2);
+    assert_true(ps_str_eq(out[1].product->id, ps_fx_str("B")));
 
     ps_fx_flush(&f);
-    assert_int_equal(zadd_members(&f, "ps:cust:t:reco"), 2);
+    assert_int_equal(zadd_members(&f, "ps:cust:t:reco"), 3);
     assert_close(zadd_score(&f, "ps:cust:t:reco", "B"), 1.0, 1e-9);
     assert_close(zadd_score(&f, "ps:cust:t:reco", "C"), 2.0 / 3.0, 1e-9);
+    /* round-trip digits: exactly 1/6 as read back */
+    assert_true(zadd_score(&f, "ps:cust:t:reco", "D") == 1.0 / 6.0);
     assert_true(isnan(zadd_score(&f, "ps:cust:t:reco", "A"))); /* bought */
     assert_int_equal(zadd_members(&f, "ps:cust:u2:reco"), 2);
-    assert_int_equal(ncmd(&f, "ZADD", "ps:cust:u4:reco"), 0);
+    assert_int_equal(zadd_members(&f, "ps:cust:u4:reco"), 4);
+    assert_close(zadd_score(&f, "ps:cust:u4:reco", "A"), 0.75, 1e-12);
+    assert_close(zadd_score(&f, "ps:cust:u4:reco", "D"), 0.25, 1e-12);
     assert_int_equal(ncmd(&f, "DEL", "ps:cust:t:reco"), 0); /* never written */
     ps_pipeline_flushed(f.p);
 
@@ -352,7 +382,8 @@ static void test_reco(void **state)
     ps_pipeline_flushed(f.p);
 
     /* t buys B: replaced atomically, B gone; C = C[A][C] + C[B][C] = 2,
-     * D = C[B][D] = 1 (D is wishlisted, not bought) */
+     * D = C[B][D] = 1 (D is wishlisted, not bought); the popular list
+     * (B 4, A 3, C 1, D 1) adds nothing new */
     ev(&f, "t", PS_PURCHASE, "B", 9 * DAY + 7 * H);
     ps_fx_flush(&f);
     assert_int_equal(ncmd(&f, "DEL", "ps:cust:t:reco"), 1);
@@ -488,11 +519,156 @@ static void test_bounds(void **state)
     ev(&f, "c", PS_PURCHASE, "p1", H);
     ev(&f, "d", PS_PURCHASE, "w3", H);
     ev(&f, "d", PS_PURCHASE, "p2", H);
+    ps_copurchase_item out[6];
+    /* b: p3 (no partners), wishes w2, w3: only C[w3][p2] = 1, score
+     * 1 * 1/2.  Purchase counts p1 2, p2 2, p3 2, w1 1, w3 1 (every
+     * purchase counts, past the cap too): the fill-up adds p1 (1/2 * 2/3),
+     * w1 and w3 (1/2 * 1/3 each; p2 listed, p3 bought) */
+    long n = ps_copurchase_reco(f.p, cust(&f, "b"), 6, out);
+    assert_int_equal(n, 4);
+    const char *want[4] = {"p2", "p1", "w1", "w3"};
+    const double score[4] = {0.5, 1.0 / 3.0, 1.0 / 6.0, 1.0 / 6.0};
+    for (int i = 0; i < 4; i++) {
+        assert_true(ps_str_eq(out[i].product->id, ps_fx_str(want[i])));
+        assert_close(out[i].score, score[i], 1e-12);
+        assert_int_equal(out[i].popular, i > 0);
+    }
+    ps_fx_clear(&f);
+}
+
+/* The SET of key in f->b: its value (borrowed from the batch). */
+static bool set_value(const ps_fx *f, const char *key, const char **val,
+                      size_t *len)
+{
+    const char *argv[3];
+    size_t lens[3];
+    for (size_t i = 0; i < ps_batch_count(f->b); i++) {
+        if (ps_batch_argc(f->b, i) != 3)
+            continue;
+        ps_batch_argv(f->b, i, argv, lens);
+        if (strcmp(argv[0], "SET") == 0 && strcmp(argv[1], key) == 0) {
+            *val = argv[2];
+            *len = lens[2];
+            return true;
+        }
+    }
+    return false;
+}
+
+static void expect_reco(ps_fx *f, const char *c, int n, const char *const *ids,
+                        const double *scores)
+{
+    ps_copurchase_item out[10];
+    assert_int_equal(ps_copurchase_reco(f->p, cust(f, c), 10, out), n);
+    for (int i = 0; i < n; i++) {
+        if (!ps_str_eq(out[i].product->id, ps_fx_str(ids[i])))
+            fail_msg("%s: item %d is %.*s, expected %s", c, i,
+                     (int)out[i].product->id.len, out[i].product->id.ptr,
+                     ids[i]);
+        assert_close(out[i].score, scores[i], 1e-12);
+        assert_true(out[i].popular);
+    }
+}
+
+#define STATE_KEY "ps:state:agg:copurchase"
+
+/*
+ * The popular list is bounded (reco_n = 1: P = 4 products) and saved as
+ * ps:state:agg:copurchase.  Purchases, in order: q1 x3, q2 x2, q3 x2,
+ * q4 x1 fill the list [q1 3, q2 2, q3 2, q4 1]; q5's first purchase
+ * (1, "q5") does not rank before q4 (1, "q4") and stays out; its second
+ * (count 2) takes q4's place: [q1 3, q2 2, q3 2, q5 2].  A cold customer
+ * z gets them with s_min = 1, n_1 + 1 = 4: 3/4, 2/4, 2/4, 2/4; its zset
+ * holds reco_n = 1 of them.
+ */
+static void test_popular(void **state)
+{
+    (void)state;
+    ps_fx f, g;
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.reco_n = 1;
+    ps_fx_init_conf(&f, &conf);
+    const char *buys[][2] = {{"b1", "q1"}, {"b2", "q1"}, {"b3", "q1"},
+                             {"b1", "q2"}, {"b4", "q2"}, {"b2", "q3"},
+                             {"b5", "q3"}, {"b6", "q4"}, {"b7", "q5"}};
+    for (size_t i = 0; i < sizeof(buys) / sizeof(buys[0]); i++)
+        ev(&f, buys[i][0], PS_PURCHASE, buys[i][1], (int64_t)(i + 1) * H);
+    ev(&f, "z", PS_CLICK, "q9", 20 * H);
+    const char *before[4] = {"q1", "q2", "q3", "q4"};
+    const double s4[4] = {0.75, 0.5, 0.5, 0.25};
+    expect_reco(&f, "z", 4, before, s4);
+
+    ps_fx_flush(&f);
+    const char *blob;
+    size_t len;
+    assert_true(set_value(&f, STATE_KEY, &blob, &len));
+    /* version, n = 4, 4 x {u32 2, "qN", i64} */
+    assert_int_equal(len, 1 + 4 + 4 * (4 + 2 + 8));
+    assert_int_equal(zadd_members(&f, "ps:cust:z:reco"), 1);
+    assert_true(zadd_score(&f, "ps:cust:z:reco", "q1") == 0.75);
+    ps_pipeline_flushed(f.p);
+    /* nothing purchased since: the state is not written again */
+    ev(&f, "z", PS_CLICK, "q9", 21 * H);
+    ps_fx_flush(&f);
+    assert_false(set_value(&f, STATE_KEY, &blob, &len));
+    ps_pipeline_flushed(f.p);
+
+    ev(&f, "b8", PS_PURCHASE, "q5", 22 * H); /* q5: 2, q4 leaves */
+    const char *after[4] = {"q1", "q2", "q3", "q5"};
+    const double s5[4] = {0.75, 0.5, 0.5, 0.5};
+    expect_reco(&f, "z", 4, after, s5);
+    /* b1 bought q1 and q2: neither comes back; C[q1][q3] = 1 (b2) makes
+     * q3 a co-purchase candidate, 1 * 1/2; then the fill-up, q5 at
+     * s_min 1/2 * 2/4 = 1/4 */
     ps_copurchase_item out[4];
-    /* b: p3 (no partners), wishes w2, w3: only C[w3][p2] = 1 */
-    long n = ps_copurchase_reco(f.p, cust(&f, "b"), 4, out);
-    assert_int_equal(n, 1);
-    assert_true(ps_str_eq(out[0].product->id, ps_fx_str("p2")));
+    assert_int_equal(ps_copurchase_reco(f.p, cust(&f, "b1"), 4, out), 2);
+    assert_true(ps_str_eq(out[0].product->id, ps_fx_str("q3")));
+    assert_close(out[0].score, 0.5, 1e-12);
+    assert_false(out[0].popular);
+    assert_true(ps_str_eq(out[1].product->id, ps_fx_str("q5")));
+    assert_close(out[1].score, 0.25, 1e-12);
+    assert_true(out[1].popular);
+    ps_fx_flush(&f);
+    assert_true(set_value(&f, STATE_KEY, &blob, &len));
+    /* a failed flush writes it again */
+    ps_fx_flush(&f);
+    assert_true(set_value(&f, STATE_KEY, &blob, &len));
+
+    /* restored in a new pipeline: the same list for a cold customer; a
+     * product's loaded `purchases` (q5: 10) refreshes its count, so the
+     * list is [q5 10, q1 3, q2 2, q3 2], n_1 + 1 = 11 */
+    ps_fx_init_conf(&g, &conf);
+    int ix = ps_pipeline_agg_index("copurchase");
+    assert_true(ix >= 0 && ps_pipeline_has_state((size_t)ix));
+    assert_int_equal(ps_pipeline_load_state(g.p, (size_t)ix, blob, len), 0);
+    ps_entity *q5 = ps_pipeline_find(g.p, PS_KIND_PRODUCT, ps_fx_str("q5"));
+    assert_non_null(q5);
+    ps_fx_customer(&g, "y");
+    expect_reco(&g, "y", 4, after, s5);
+    ps_pipeline_load_field(g.p, q5, "purchases", 9, "10", 2);
+    ps_fx_mark_loaded(&g);
+    const char *loaded[4] = {"q5", "q1", "q2", "q3"};
+    const double s10[4] = {10.0 / 11, 3.0 / 11, 2.0 / 11, 2.0 / 11};
+    expect_reco(&g, "y", 4, loaded, s10);
+    /* a purchase counts on top of the loaded base: q5 11 */
+    ev(&g, "b9", PS_PURCHASE, "q5", 23 * H);
+    const double s11[4] = {11.0 / 12, 3.0 / 12, 2.0 / 12, 2.0 / 12};
+    expect_reco(&g, "y", 4, loaded, s11);
+
+    /* corrupt or foreign blobs are refused */
+    char bad[128];
+    memcpy(bad, blob, len);
+    bad[0] = 9; /* unknown version */
+    assert_int_equal(ps_pipeline_load_state(g.p, (size_t)ix, bad, len), -5);
+    bad[0] = blob[0];
+    assert_int_equal(ps_pipeline_load_state(g.p, (size_t)ix, bad, len - 1),
+                     -5);
+    bad[5] = 0; /* an empty id */
+    bad[6] = bad[7] = bad[8] = 0;
+    assert_int_equal(ps_pipeline_load_state(g.p, (size_t)ix, bad, len), -5);
+
+    ps_fx_clear(&g);
     ps_fx_clear(&f);
 }
 
@@ -504,6 +680,7 @@ int main(void)
         cmocka_unit_test(test_reco),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_bounds),
+        cmocka_unit_test(test_popular),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,713 @@
+/*
+ * next_action_calibration.c -- are propstream's next-action scores
+ * calibrated?  (contract section 2, "Next action"; aggregates/next_action.c)
+ *
+ *   next_action_calibration [--flush-every N] [--bins B] TRUTH.json
+ *
+ * TRUTH is what `propstream gen --truth FILE` wrote: one good event per
+ * line, with the generator's latent segment of its customer.  The events
+ * are replayed in time order (stable sort on ts) through a pipeline with
+ * every registered aggregate and the default settings, in memory (no
+ * Kafka, no Redis; a flush into a throw-away batch, marked successful,
+ * every N events, 1000 by default, as the run loop would).
+ *
+ * A prediction is made for every event of a customer that already has an
+ * event: just before the event is applied, the customer's
+ * P(next type = j | last type) (ps_next_action_of, the next_click ..
+ * next_spend of ps:cust:{id} as they stand) is read, and the event's type
+ * is the outcome.  Reported, overall and per segment:
+ *   - by propstream's segment of the customer at prediction time, by name
+ *     (ps_segments_name; "none" before the customer has one);
+ *   - by the generator's true segment (the truth file's "segment");
+ * the number of predictions, and for each type j the mean predicted
+ * P(next = j) against the observed frequency of j as the next event (a
+ * calibrated model has them equal within noise: about
+ * sqrt(f (1 - f) / n)), and the Brier score of the four-way forecast
+ * (mean of sum_j (p_j - [j observed])^2; lower is better; the forecast
+ * "observed overall frequencies" gives the reference printed beside it).
+ * Then a reliability table of the predicted next_purchase in B (10) equal
+ * bins of [0, 1]: per bin the count, the mean predicted and the observed
+ * frequency of a purchase next.
+ *
+ * Two reference forecasts, computed here from this tool's own transition
+ * counts (each customer's previous type; events in time order), show where
+ * a miscalibration comes from:
+ *   - "pooled": P(j | i) = the population's transition frequency so far,
+ *     m_ij / sum_j m_ij (first-order Markov, no customer term);
+ *   - "global prior": the Dirichlet posterior mean with the global row as
+ *     prior and no segment level, (s m_ij / sum_j m_ij + n_ij) /
+ *     (s + sum_j n_ij), s = next_prior_strength, n the customer's own
+ *     counts.  For a customer without a segment this is what next_action.c
+ *     documents, so the largest difference from propstream's forecast over
+ *     those predictions is printed as a cross-check (it should be ~1e-16);
+ *   - "segment prior, counted after" and "... counted before": the same
+ *     with the prior from the customer's segment's transition counts (else
+ *     global), where a transition is counted at the segment the customer
+ *     is in after the event is applied (what next_action.c does: segments
+ *     comes first in aggregates.def, so a PURCHASE that moves a customer
+ *     counts at the new segment; this one must reproduce propstream's
+ *     forecasts, and the largest difference is printed), or at the segment
+ *     it was in when the forecast was made (before the event).
+ *
+ * Last line, machine-readable:
+ *   next_action_calibration: predictions=N mean_p_purchase=A
+ *                            obs_purchase=B brier=C
+ * Exit status 0, 1 on bad input, 2 on usage.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "../aggregates/next_action.h"
+#include "../aggregates/pipeline.h"
+#include "../aggregates/segments.h"
+#include "../common/error.h"
+
+#define NT PS_EVENT_TYPE_COUNT /* click, wishlist, purchase, spend */
+#define MAX_BINS 100
+#define MAX_GROUPS 64
+
+/* ---- interned strings --------------------------------------------------- */
+
+typedef struct intern {
+    char **str;
+    uint32_t *len;
+    size_t n, cap;
+    int32_t *slots; /* index + 1, 0 = empty */
+    size_t slots_cap;
+} intern;
+
+static uint64_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return h;
+}
+
+static _Noreturn void die_nomem(void)
+{
+    fprintf(stderr, "next_action_calibration: out of memory\n");
+    exit(1);
+}
+
+static void *xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (q == NULL)
+        die_nomem();
+    return q;
+}
+
+static int32_t intern_get(intern *t, const char *s, size_t n)
+{
+    if ((t->n + 1) * 2 > t->slots_cap) {
+        size_t cap = t->slots_cap ? t->slots_cap * 2 : 1024;
+        int32_t *slots = calloc(cap, sizeof(*slots));
+        if (slots == NULL)
+            die_nomem();
+        for (size_t i = 0; i < t->n; i++) {
+            size_t j = hash_bytes(t->str[i], t->len[i]) & (cap - 1);
+            while (slots[j] != 0)
+                j = (j + 1) & (cap - 1);
+            slots[j] = (int32_t)i + 1;
+        }
+        free(t->slots);
+        t->slots = slots;
+        t->slots_cap = cap;
+    }
+    size_t j = hash_bytes(s, n) & (t->slots_cap - 1);
+    while (t->slots[j] != 0) {
+        int32_t k = t->slots[j] - 1;
+        if (t->len[k] == n && memcmp(t->str[k], s, n) == 0)
+            return k;
+        j = (j + 1) & (t->slots_cap - 1);
+    }
+    if (t->n == t->cap) {
+        t->cap = t->cap ? t->cap * 2 : 1024;
+        t->str = xrealloc(t->str, t->cap * sizeof(*t->str));
+        t->len = xrealloc(t->len, t->cap * sizeof(*t->len));
+    }
+    t->str[t->n] = xrealloc(NULL, n + 1);
+    memcpy(t->str[t->n], s, n);
+    t->str[t->n][n] = '\0';
+    t->len[t->n] = (uint32_t)n;
+    t->slots[j] = (int32_t)t->n + 1;
+    return (int32_t)t->n++;
+}
+
+static void intern_free(intern *t)
+{
+    for (size_t i = 0; i < t->n; i++)
+        free(t->str[i]);
+    free(t->str);
+    free(t->len);
+    free(t->slots);
+}
+
+/* ---- events ------------------------------------------------------------- */
+
+typedef struct rec {
+    int32_t cust, prod, campaign, id; /* interned; -1 = none */
+    int32_t truth_seg;                /* the generator's segment, or -1 */
+    ps_event_type type;
+    bool has_amount;
+    double amount;
+    int64_t ts, signup_ts;
+    size_t line;
+} rec;
+
+static int cmp_rec(const void *a, const void *b)
+{
+    const rec *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return x->line < y->line ? -1 : x->line > y->line;
+}
+
+static int32_t str_field(intern *t, json_t *o, const char *name)
+{
+    json_t *v = json_object_get(o, name);
+    if (!json_is_string(v))
+        return -1;
+    return intern_get(t, json_string_value(v), json_string_length(v));
+}
+
+static int read_events(const char *path, intern *ids, intern *custs,
+                       intern *prods, intern *camps, intern *segs, rec **out,
+                       size_t *n_out)
+{
+    FILE *fp = fopen(path, "r");
+    char *line = NULL;
+    size_t cap = 0, n = 0, rcap = 0, lineno = 0;
+    ssize_t len;
+    rec *v = NULL;
+    if (fp == NULL) {
+        fprintf(stderr, "next_action_calibration: %s: %s\n", path,
+                strerror(errno));
+        return -1;
+    }
+    while ((len = getline(&line, &cap, fp)) > 0) {
+        json_error_t jerr;
+        lineno++;
+        json_t *o = json_loadb(line, (size_t)len, 0, &jerr);
+        const char *type = json_string_value(json_object_get(o, "type"));
+        json_t *ts = json_object_get(o, "ts");
+        ps_event_type t;
+        if (o == NULL || type == NULL || !json_is_integer(ts) ||
+            ps_event_type_parse(type, strlen(type), &t) < 0) {
+            fprintf(stderr, "next_action_calibration: %s:%zu: not an event\n",
+                    path, lineno);
+            json_decref(o);
+            free(line);
+            free(v);
+            fclose(fp);
+            return -1;
+        }
+        if (n == rcap) {
+            rcap = rcap ? rcap * 2 : 4096;
+            v = xrealloc(v, rcap * sizeof(*v));
+        }
+        rec *r = &v[n++];
+        memset(r, 0, sizeof(*r));
+        r->id = str_field(ids, o, "event_id");
+        r->cust = str_field(custs, o, "customer_id");
+        r->prod = str_field(prods, o, "product_id");
+        r->campaign = str_field(camps, o, "campaign");
+        r->truth_seg = str_field(segs, o, "segment");
+        r->type = t;
+        json_t *amount = json_object_get(o, "amount");
+        r->has_amount = json_is_number(amount);
+        r->amount = r->has_amount ? json_number_value(amount) : 0;
+        r->ts = json_integer_value(ts);
+        json_t *su = json_object_get(o, "signup_ts");
+        r->signup_ts = json_is_integer(su) ? json_integer_value(su) : 0;
+        r->line = lineno;
+        json_decref(o);
+        if (r->id < 0 || r->cust < 0) {
+            fprintf(
+                stderr,
+                "next_action_calibration: %s:%zu: no event_id/customer_id\n",
+                path, lineno);
+            free(line);
+            free(v);
+            fclose(fp);
+            return -1;
+        }
+    }
+    free(line);
+    fclose(fp);
+    qsort(v, n, sizeof(*v), cmp_rec);
+    *out = v;
+    *n_out = n;
+    return 0;
+}
+
+/* ---- tallies ------------------------------------------------------------ */
+
+/* Predictions of one group (a segment, or everything). */
+typedef struct tally {
+    char name[64];
+    size_t n;
+    double pred[NT]; /* sum of predicted P(next = j) */
+    size_t obs[NT];  /* outcomes of type j */
+    double brier;    /* sum of the four-way squared errors */
+} tally;
+
+typedef struct groups {
+    tally v[MAX_GROUPS];
+    size_t n;
+} groups;
+
+static tally *group_of(groups *g, const char *name)
+{
+    for (size_t i = 0; i < g->n; i++)
+        if (strcmp(g->v[i].name, name) == 0)
+            return &g->v[i];
+    if (g->n == MAX_GROUPS)
+        return &g->v[MAX_GROUPS - 1]; /* "other": never with k <= 10 */
+    tally *t = &g->v[g->n++];
+    memset(t, 0, sizeof(*t));
+    snprintf(t->name, sizeof(t->name), "%s", name);
+    return t;
+}
+
+static void tally_add(tally *t, const double *p, int outcome)
+{
+    t->n++;
+    for (int j = 0; j < NT; j++) {
+        double y = j == outcome ? 1.0 : 0.0;
+        t->pred[j] += p[j];
+        t->brier += (p[j] - y) * (p[j] - y);
+    }
+    t->obs[outcome]++;
+}
+
+/* One reliability bin of predicted next_purchase. */
+typedef struct bin {
+    size_t n, purchases;
+    double pred;
+} bin;
+
+#define MAX_SEG 16 /* PS_KMEANS_MAX_K */
+
+typedef struct result {
+    tally all, pooled, ref_all;
+    groups by_seg, by_truth, ref_by_seg, after_by_seg, before_by_seg;
+    bin bins[MAX_BINS], ref_bins[MAX_BINS], before_bins[MAX_BINS];
+    size_t skipped_first;  /* first events of customers: no prediction */
+    size_t checked;        /* unsegmented predictions compared with ref */
+    double max_diff;       /* largest |propstream - global prior| there */
+    double max_diff_after; /* largest |propstream - segment, after| */
+} result;
+
+/* This tool's own transition counts (see the header). */
+typedef struct ref_counts {
+    uint32_t m[NT][NT];               /* everyone's transitions i -> j */
+    uint32_t after[MAX_SEG][NT][NT];  /* at the segment after the event */
+    uint32_t before[MAX_SEG][NT][NT]; /* at the segment before it */
+    uint32_t (*n)[NT][NT];            /* per customer */
+    int8_t *last;                     /* per customer: last type, -1 none */
+} ref_counts;
+
+/* Posterior with prior row i of seg_m (when it has data) else global. */
+static void seg_forecast(const ref_counts *rc, const uint32_t (*seg_m)[NT],
+                         int32_t cu, int i, double strength, double *post)
+{
+    double row = 0, own = 0, prior[NT];
+    const uint32_t *src = NULL;
+    if (seg_m != NULL) {
+        for (int j = 0; j < NT; j++)
+            row += seg_m[i][j];
+        if (row > 0)
+            src = seg_m[i];
+    }
+    if (src == NULL) {
+        row = 0;
+        for (int j = 0; j < NT; j++)
+            row += rc->m[i][j];
+        src = rc->m[i];
+    }
+    for (int j = 0; j < NT; j++) {
+        prior[j] = row > 0 ? src[j] / row : 1.0 / NT;
+        own += rc->n[cu][i][j];
+    }
+    double z = strength + own;
+    for (int j = 0; j < NT; j++)
+        post[j] =
+            z > 0 ? (strength * prior[j] + rc->n[cu][i][j]) / z : prior[j];
+}
+
+static void bin_add(bin *bins, size_t nbins, double pp, bool purchase)
+{
+    size_t k = (size_t)(pp * (double)nbins);
+    if (k >= nbins)
+        k = nbins - 1;
+    bins[k].n++;
+    bins[k].pred += pp;
+    bins[k].purchases += purchase;
+}
+
+/* The pooled row i, and the global-prior posterior of customer cu. */
+static void ref_forecast(const ref_counts *rc, int32_t cu, int i,
+                         double strength, double *pooled, double *post)
+{
+    double row = 0, own = 0;
+    for (int j = 0; j < NT; j++) {
+        row += rc->m[i][j];
+        own += rc->n[cu][i][j];
+    }
+    for (int j = 0; j < NT; j++) {
+        pooled[j] = row > 0 ? rc->m[i][j] / row : 1.0 / NT;
+        post[j] = strength * pooled[j] + rc->n[cu][i][j];
+    }
+    double z = strength + own;
+    for (int j = 0; j < NT; j++)
+        post[j] = z > 0 ? post[j] / z : pooled[j];
+}
+
+/* ---- replay ------------------------------------------------------------- */
+
+static ps_str S_of(const intern *t, int32_t k)
+{
+    if (k < 0)
+        return (ps_str){NULL, 0};
+    return (ps_str){t->str[k], t->len[k]};
+}
+
+static void load_all(ps_pipeline *p)
+{
+    ps_entity **list;
+    size_t n = ps_pipeline_unloaded(p, &list);
+    for (size_t i = 0; i < n; i++)
+        ps_pipeline_loaded(p, list[i]);
+}
+
+static int replay(const rec *v, size_t n, intern *ids, intern *custs,
+                  intern *prods, intern *camps, const intern *segs,
+                  size_t flush_every, size_t nbins, result *out)
+{
+    char err[256], segname[64];
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    ps_pipeline *p = ps_pipeline_new(&conf, err, sizeof(err));
+    ps_batch *b = ps_batch_new("ps:");
+    ref_counts ref = {0};
+    int rc = 0;
+
+    ref.n = calloc(custs->n ? custs->n : 1, sizeof(*ref.n));
+    ref.last = malloc(custs->n ? custs->n : 1);
+    if (p == NULL || b == NULL || ref.n == NULL || ref.last == NULL) {
+        fprintf(stderr, "next_action_calibration: %s\n",
+                p ? "out of memory" : err);
+        ps_pipeline_destroy(p);
+        ps_batch_destroy(b);
+        free(ref.n);
+        free(ref.last);
+        return -1;
+    }
+    memset(ref.last, -1, custs->n);
+    memset(out, 0, sizeof(*out));
+    snprintf(out->all.name, sizeof(out->all.name), "all");
+    snprintf(out->pooled.name, sizeof(out->pooled.name), "pooled");
+    snprintf(out->ref_all.name, sizeof(out->ref_all.name), "all");
+
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        const rec *r = &v[i];
+        ps_event ev = {0};
+        ev.event_id = S_of(ids, r->id);
+        ev.customer_id = S_of(custs, r->cust);
+        ev.product_id = S_of(prods, r->prod);
+        ev.campaign = S_of(camps, r->campaign);
+        ev.type = r->type;
+        ev.has_amount = r->has_amount;
+        ev.amount = r->amount;
+        ev.ts = r->ts;
+        ev.signup_ts = r->signup_ts;
+        ps_customer *c = ps_pipeline_find(p, PS_KIND_CUSTOMER, ev.customer_id);
+        double probs[NT];
+
+        if (c != NULL && ps_next_action_of(p, c, probs) >= 0) {
+            int outcome = (int)r->type;
+            int seg = ps_segments_of(p, c);
+            const char *name = seg >= 0 ? ps_segments_name(p, seg) : "none";
+            if (seg >= 0 && name[0] == '\0')
+                snprintf(segname, sizeof(segname), "segment %d", seg);
+            else
+                snprintf(segname, sizeof(segname), "%s", name);
+            tally_add(&out->all, probs, outcome);
+            tally_add(group_of(&out->by_seg, segname), probs, outcome);
+            tally_add(group_of(&out->by_truth, r->truth_seg >= 0
+                                                   ? segs->str[r->truth_seg]
+                                                   : "?"),
+                      probs, outcome);
+            bin_add(out->bins, nbins, probs[PS_PURCHASE],
+                    outcome == PS_PURCHASE);
+            int last = ref.last[r->cust];
+            if (last >= 0) { /* always, with events in time order */
+                double pooled[NT], post[NT];
+                ref_forecast(&ref, r->cust, last, conf.next_prior_strength,
+                             pooled, post);
+                tally_add(&out->pooled, pooled, outcome);
+                tally_add(&out->ref_all, post, outcome);
+                tally_add(group_of(&out->ref_by_seg, segname), post, outcome);
+                bin_add(out->ref_bins, nbins, post[PS_PURCHASE],
+                        outcome == PS_PURCHASE);
+                for (int j = 0; seg < 0 && j < NT; j++)
+                    if (fabs(post[j] - probs[j]) > out->max_diff)
+                        out->max_diff = fabs(post[j] - probs[j]);
+                out->checked += seg < 0;
+                double after[NT], before[NT];
+                bool has_seg = seg >= 0 && seg < MAX_SEG;
+                seg_forecast(&ref, has_seg ? ref.after[seg] : NULL, r->cust,
+                             last, conf.next_prior_strength, after);
+                seg_forecast(&ref, has_seg ? ref.before[seg] : NULL, r->cust,
+                             last, conf.next_prior_strength, before);
+                for (int j = 0; j < NT; j++)
+                    if (fabs(after[j] - probs[j]) > out->max_diff_after)
+                        out->max_diff_after = fabs(after[j] - probs[j]);
+                tally_add(group_of(&out->after_by_seg, segname), after,
+                          outcome);
+                tally_add(group_of(&out->before_by_seg, segname), before,
+                          outcome);
+                bin_add(out->before_bins, nbins, before[PS_PURCHASE],
+                        outcome == PS_PURCHASE);
+            }
+        } else {
+            out->skipped_first++;
+        }
+
+        int seg_before = c != NULL ? ps_segments_of(p, c) : -1;
+        if (c == NULL) {
+            int e;
+            c = ps_pipeline_add(p, ev.customer_id, NULL, 0, &e);
+            if (c == NULL) {
+                rc = -1;
+                break;
+            }
+        }
+        if (r->prod >= 0 &&
+            ps_pipeline_entity(p, PS_KIND_PRODUCT, ev.product_id) == NULL) {
+            rc = -1;
+            break;
+        }
+        if (r->campaign >= 0 &&
+            ps_pipeline_entity(p, PS_KIND_CAMPAIGN, ev.campaign) == NULL) {
+            rc = -1;
+            break;
+        }
+        load_all(p);
+        bool late;
+        if (ps_pipeline_apply(p, &ev, c, &late) < 0 ||
+            ps_pipeline_advance(p, 0) < 0) {
+            rc = -1;
+            break;
+        }
+        load_all(p);
+        int lt = ref.last[r->cust], seg_after = ps_segments_of(p, c);
+        if (lt >= 0) {
+            ref.m[lt][r->type]++;
+            ref.n[r->cust][lt][r->type]++;
+            if (seg_after >= 0 && seg_after < MAX_SEG)
+                ref.after[seg_after][lt][r->type]++;
+            if (seg_before >= 0 && seg_before < MAX_SEG)
+                ref.before[seg_before][lt][r->type]++;
+        }
+        ref.last[r->cust] = (int8_t)r->type;
+        if ((i + 1) % flush_every == 0 || i + 1 == n) {
+            ps_batch_clear(b);
+            ps_pipeline_write(p, b);
+            if (ps_batch_error(b) < 0) {
+                rc = -1;
+                break;
+            }
+            ps_pipeline_flushed(p);
+        }
+    }
+    if (rc < 0)
+        fprintf(stderr,
+                "next_action_calibration: replay failed (out of memory)\n");
+    free(ref.n);
+    free(ref.last);
+    ps_batch_destroy(b);
+    ps_pipeline_destroy(p);
+    return rc;
+}
+
+/* ---- report ------------------------------------------------------------- */
+
+static const char *const type_names[NT] = {"click", "wishlist", "purchase",
+                                           "spend"};
+
+/* Brier score of always forecasting the group's own observed frequencies
+ * (the best constant forecast for it): sum_j f_j (1 - f_j). */
+static double brier_const(const tally *t)
+{
+    double s = 0;
+    for (int j = 0; j < NT; j++) {
+        double f = t->n ? (double)t->obs[j] / (double)t->n : 0;
+        s += f * (1 - f);
+    }
+    return s;
+}
+
+static void print_tally(const tally *t)
+{
+    double n = t->n ? (double)t->n : 1.0;
+    printf("  %-10s %8zu", t->name, t->n);
+    for (int j = 0; j < NT; j++)
+        printf("  %6.4f %6.4f", t->pred[j] / n, (double)t->obs[j] / n);
+    printf("  %6.4f %6.4f\n", t->brier / n, brier_const(t));
+}
+
+static void print_header(const char *what)
+{
+    printf("\n%s\n", what);
+    printf("  %-10s %8s", "segment", "n");
+    for (int j = 0; j < NT; j++)
+        printf("  %-13s", type_names[j]);
+    printf("  %-13s\n", "brier");
+    printf("  %-10s %8s", "", "");
+    for (int j = 0; j < NT; j++)
+        printf("  %6s %6s", "pred", "obs");
+    printf("  %6s %6s\n", "model", "const");
+}
+
+static int cmp_tally(const void *a, const void *b)
+{
+    const tally *x = a, *y = b;
+    return strcmp(x->name, y->name);
+}
+
+static void report(result *res, size_t nbins, const char *path, size_t n,
+                   size_t ncust)
+{
+    printf("%s: %zu events, %zu customers; %zu predictions (the first "
+           "event of each customer has none)\n",
+           path, n, ncust, res->all.n);
+    print_header("by propstream's segment at prediction time "
+                 "(pred = mean predicted P(next = type), obs = observed "
+                 "frequency)");
+    qsort(res->by_seg.v, res->by_seg.n, sizeof(tally), cmp_tally);
+    for (size_t i = 0; i < res->by_seg.n; i++)
+        print_tally(&res->by_seg.v[i]);
+    print_tally(&res->all);
+    print_header("by the generator's true segment");
+    qsort(res->by_truth.v, res->by_truth.n, sizeof(tally), cmp_tally);
+    for (size_t i = 0; i < res->by_truth.n; i++)
+        print_tally(&res->by_truth.v[i]);
+    print_tally(&res->all);
+
+    print_header("reference forecasts (see the header): pooled transition "
+                 "frequencies, and the global prior + own counts by "
+                 "propstream's segment");
+    print_tally(&res->pooled);
+    qsort(res->ref_by_seg.v, res->ref_by_seg.n, sizeof(tally), cmp_tally);
+    for (size_t i = 0; i < res->ref_by_seg.n; i++)
+        print_tally(&res->ref_by_seg.v[i]);
+    print_tally(&res->ref_all);
+    printf("  cross-check: %zu predictions for unsegmented customers, "
+           "largest |propstream - global prior| = %.3g\n",
+           res->checked, res->max_diff);
+    print_header("reference: segment prior, transitions counted at the "
+                 "segment after the event (as next_action.c does)");
+    qsort(res->after_by_seg.v, res->after_by_seg.n, sizeof(tally), cmp_tally);
+    for (size_t i = 0; i < res->after_by_seg.n; i++)
+        print_tally(&res->after_by_seg.v[i]);
+    printf("  cross-check: largest |propstream - this| over all %zu "
+           "predictions = %.3g\n",
+           res->all.n, res->max_diff_after);
+    print_header("reference: segment prior, transitions counted at the "
+                 "segment before the event (when the forecast was made)");
+    qsort(res->before_by_seg.v, res->before_by_seg.n, sizeof(tally), cmp_tally);
+    tally before_all = {.name = "all"};
+    for (size_t i = 0; i < res->before_by_seg.n; i++) {
+        const tally *t = &res->before_by_seg.v[i];
+        print_tally(t);
+        before_all.n += t->n;
+        before_all.brier += t->brier;
+        for (int j = 0; j < NT; j++) {
+            before_all.pred[j] += t->pred[j];
+            before_all.obs[j] += t->obs[j];
+        }
+    }
+    print_tally(&before_all);
+
+    printf("\nreliability of next_purchase (%zu bins; n, mean predicted, "
+           "observed): propstream | global-prior reference | segment prior "
+           "counted before\n",
+           nbins);
+    for (size_t k = 0; k < nbins; k++) {
+        const bin *v3[3] = {&res->bins[k], &res->ref_bins[k],
+                            &res->before_bins[k]};
+        if (v3[0]->n == 0 && v3[1]->n == 0 && v3[2]->n == 0)
+            continue;
+        printf("  [%.2f, %.2f%c", (double)k / (double)nbins,
+               (double)(k + 1) / (double)nbins, k + 1 == nbins ? ']' : ')');
+        for (int m = 0; m < 3; m++) {
+            double d = v3[m]->n ? (double)v3[m]->n : 1.0;
+            printf(" %s %7zu %6.4f %6.4f", m ? "|" : "", v3[m]->n,
+                   v3[m]->pred / d, (double)v3[m]->purchases / d);
+        }
+        printf("\n");
+    }
+    double an = res->all.n ? (double)res->all.n : 1.0;
+    printf("next_action_calibration: predictions=%zu mean_p_purchase=%.4f "
+           "obs_purchase=%.4f brier=%.4f\n",
+           res->all.n, res->all.pred[PS_PURCHASE] / an,
+           (double)res->all.obs[PS_PURCHASE] / an, res->all.brier / an);
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: next_action_calibration [--flush-every N] "
+                    "[--bins B] TRUTH.json\n");
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = NULL;
+    size_t flush_every = 1000, nbins = 10;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--flush-every") == 0 && i + 1 < argc)
+            flush_every = strtoul(argv[++i], NULL, 10);
+        else if (strcmp(argv[i], "--bins") == 0 && i + 1 < argc)
+            nbins = strtoul(argv[++i], NULL, 10);
+        else if (argv[i][0] != '-' && path == NULL)
+            path = argv[i];
+        else {
+            usage();
+            return 2;
+        }
+    }
+    if (path == NULL || flush_every == 0 || nbins == 0 || nbins > MAX_BINS) {
+        usage();
+        return 2;
+    }
+
+    intern ids = {0}, custs = {0}, prods = {0}, camps = {0}, segs = {0};
+    rec *v = NULL;
+    size_t n = 0;
+    static result res;
+    int status = 1;
+    if (read_events(path, &ids, &custs, &prods, &camps, &segs, &v, &n) == 0 &&
+        replay(v, n, &ids, &custs, &prods, &camps, &segs, flush_every, nbins,
+               &res) == 0) {
+        report(&res, nbins, path, n, custs.n);
+        status = 0;
+    }
+    free(v);
+    intern_free(&ids);
+    intern_free(&custs);
+    intern_free(&prods);
+    intern_free(&camps);
+    intern_free(&segs);
+    return status;
+}
