@@ -30,6 +30,7 @@
 #include "window.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -269,28 +270,37 @@ void ps_window_advance(ps_window *w, int64_t watermark_ms)
 /* Members: bring up to date, record activity                               */
 /* ---------------------------------------------------------------------- */
 
-/* Fold the member's ahead buckets the window has passed into its settled
- * bucket (the window applied the corresponding moves when passing them). */
-static void member_sync(ps_window *w, ps_window_member *m)
+/* The member as of position cur: its ahead buckets the window has passed
+ * folded into its settled bucket (the window applied the corresponding
+ * moves when passing them).  false when m is not from this window's past
+ * (*out is then a fresh member). */
+static bool member_view(int64_t cur, const ps_window_member *m,
+                        ps_window_member *out)
 {
-    if (m->base == w->cur)
-        return;
-    if (m->base > w->cur || m->settled1 < 0 || m->settled1 > w->cur) {
-        /* Not from this window's past: start it afresh. */
-        w->counters.broken++;
-        memset(m, 0, sizeof(*m));
-        m->base = w->cur;
-        return;
+    *out = *m;
+    if (m->base == cur)
+        return true;
+    if (m->base > cur || m->settled1 < 0 || m->settled1 > cur) {
+        memset(out, 0, sizeof(*out));
+        out->base = cur;
+        return false;
     }
-    int64_t shift = w->cur - m->base;
+    int64_t shift = cur - m->base;
     uint64_t passed =
         shift >= 64 ? m->ahead : m->ahead & ((UINT64_C(1) << shift) - 1);
     if (passed != 0) {
         int hi = 63 - __builtin_clzll(passed);
-        m->settled1 = m->base + hi + 1;
+        out->settled1 = m->base + hi + 1;
     }
-    m->ahead = shift >= 64 ? 0 : m->ahead >> shift;
-    m->base = w->cur;
+    out->ahead = shift >= 64 ? 0 : m->ahead >> shift;
+    out->base = cur;
+    return true;
+}
+
+static void member_sync(ps_window *w, ps_window_member *m)
+{
+    if (!member_view(w->cur, m, m))
+        w->counters.broken++; /* start it afresh */
 }
 
 /* Record that the member is active in bucket k, cur - B <= k < cur + A. */
@@ -394,6 +404,164 @@ ps_window_result ps_window_touch(ps_window *w, int64_t ts_ms,
     if (k >= 0)
         member_activity(w, m, k);
     return res;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Moving a customer between windows                                        */
+/* ---------------------------------------------------------------------- */
+
+void ps_window_spend_add(ps_window_spend *s, double amount)
+{
+    double mean0 = s->n ? s->sum / s->n : 0;
+    s->n++;
+    s->sum += amount;
+    s->m2 += (amount - mean0) * (amount - s->sum / s->n);
+}
+
+/* The ring bucket of ts for unadd / merge, or NULL with *res set. */
+static bucket *bucket_in_ring(ps_window *w, int64_t ts_ms,
+                              ps_window_result *res)
+{
+    *res = PS_WINDOW_ADDED;
+    if (ts_ms <= 0 || ts_ms > MAX_TS) {
+        *res = PS_WINDOW_INVALID;
+        return NULL;
+    }
+    int64_t k = ts_ms / w->conf.bucket_ms;
+    if (k < w->cur - (int64_t)w->conf.buckets) {
+        *res = PS_WINDOW_LATE;
+        return NULL;
+    }
+    if (k >= w->cur + (int64_t)w->conf.ahead) {
+        *res = PS_WINDOW_INVALID;
+        return NULL;
+    }
+    return bucket_at(w, k);
+}
+
+static bool spend_ok(const ps_window_spend *s)
+{
+    return isfinite(s->sum) && s->sum >= 0 && isfinite(s->m2) && s->m2 >= 0;
+}
+
+ps_window_result ps_window_unadd(ps_window *w, int64_t ts_ms,
+                                 const ps_window_spend *s)
+{
+    ps_window_result res;
+    if (s->n == 0)
+        return PS_WINDOW_ADDED;
+    if (!spend_ok(s)) {
+        w->counters.invalid++;
+        return PS_WINDOW_INVALID;
+    }
+    bucket *bk = bucket_in_ring(w, ts_ms, &res);
+    if (bk == NULL) {
+        if (res == PS_WINDOW_INVALID)
+            w->counters.invalid++;
+        return res;
+    }
+    if (bk->n < s->n) {
+        w->counters.broken++;
+        return PS_WINDOW_INVALID;
+    }
+    uint32_t nr = bk->n - s->n;
+    if (nr == 0) {
+        bk->n = 0;
+        bk->sum = 0;
+        bk->m2 = 0;
+        return PS_WINDOW_ADDED;
+    }
+    /* Chan: m2 = m2r + m2s + d^2 nr ns / n, with d = mean_s - mean_r */
+    double sr = bk->sum - s->sum;
+    if (sr < 0)
+        sr = 0;
+    double d = s->sum / s->n - sr / nr;
+    double m2r = bk->m2 - s->m2 - d * d * ((double)nr * s->n / bk->n);
+    bk->n = nr;
+    bk->sum = sr;
+    bk->m2 = nr == 1 || !(m2r > 0) ? 0 : m2r;
+    return PS_WINDOW_ADDED;
+}
+
+ps_window_result ps_window_merge(ps_window *w, int64_t ts_ms,
+                                 const ps_window_spend *s)
+{
+    ps_window_result res;
+    if (s->n == 0)
+        return PS_WINDOW_ADDED;
+    if (!spend_ok(s)) {
+        w->counters.invalid++;
+        return PS_WINDOW_INVALID;
+    }
+    bucket *bk = bucket_in_ring(w, ts_ms, &res);
+    if (bk == NULL) {
+        if (res == PS_WINDOW_INVALID)
+            w->counters.invalid++;
+        else
+            w->counters.late++;
+        return res;
+    }
+    if (bk->n > UINT32_MAX - s->n) {
+        w->counters.invalid++;
+        return PS_WINDOW_INVALID;
+    }
+    if (bk->n == 0) {
+        bk->n = s->n;
+        bk->sum = s->sum;
+        bk->m2 = s->m2;
+        return PS_WINDOW_ADDED;
+    }
+    double d = s->sum / s->n - bk->sum / bk->n;
+    double n = (double)bk->n + s->n;
+    bk->m2 += s->m2 + d * d * ((double)bk->n * s->n / n);
+    bk->n += s->n;
+    bk->sum += s->sum;
+    return PS_WINDOW_ADDED;
+}
+
+int ps_window_member_live(const ps_window *w, const ps_window_member *m)
+{
+    ps_window_member v;
+    if (m->settled1 == 0 && m->ahead == 0)
+        return 0;
+    if (!member_view(w->cur, m, &v))
+        return 0;
+    return v.ahead != 0 ||
+           (v.settled1 > 0 && in_window(w, v.settled1 - 1));
+}
+
+int ps_window_member_move(ps_window *from, ps_window_member *m,
+                          ps_window *to)
+{
+    if (from == to)
+        return PS_OK;
+    if (from->cur != to->cur || from->conf.bucket_ms != to->conf.bucket_ms ||
+        from->conf.buckets != to->conf.buckets ||
+        from->conf.ahead != to->conf.ahead)
+        return PS_ERR;
+    member_sync(from, m);
+    int64_t cur = from->cur;
+    int64_t s = m->settled1 - 1; /* -1: none */
+    /* undo in `from`: the attribution, each ahead bucket and its move */
+    if (s >= 0 && in_window(from, s))
+        dec_sat(from, &bucket_at(from, s)->cnt, 1);
+    int64_t p = s;
+    for (uint64_t a = m->ahead; a != 0; a &= a - 1) {
+        int64_t u = cur + __builtin_ctzll(a);
+        dec_sat(from, &bucket_at(from, u)->cnt, 1);
+        schedule(from, u, p, -1);
+        p = u;
+    }
+    /* redo in `to`, oldest bucket first */
+    ps_window_member t;
+    memset(&t, 0, sizeof(t));
+    t.base = cur;
+    if (s >= 0 && in_window(to, s))
+        member_activity(to, &t, s);
+    for (uint64_t a = m->ahead; a != 0; a &= a - 1)
+        member_activity(to, &t, cur + __builtin_ctzll(a));
+    *m = t;
+    return PS_OK;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -168,6 +168,51 @@ void ps_window_query_span(const ps_window *w, uint32_t span, double threshold,
 /* Start of that interval: end - span * bucket_ms (span clamped). */
 int64_t ps_window_span_start_ms(const ps_window *w, uint32_t span);
 
+/*
+ * Moving a customer's contributions between two windows (cohorts.c moves
+ * a customer to another cohort when its signup_ts arrives late).
+ *
+ * A customer's spend in one bucket, as a window keeps it: count, sum and
+ * M2 about the mean (Welford).  Accumulate with ps_window_spend_add in the
+ * order the amounts were given to ps_window_add.
+ */
+typedef struct ps_window_spend {
+    uint32_t n;
+    double sum;
+    double m2;
+} ps_window_spend;
+
+void ps_window_spend_add(ps_window_spend *s, double amount);
+
+/* Take s, amounts earlier ps_window_add'ed at times in the bucket of ts_ms,
+ * out of that bucket (Chan's merge run backwards; the remainder's M2 is
+ * clamped at 0, exactly 0 when one amount remains, and an emptied bucket
+ * is zeroed).  PS_WINDOW_LATE when the bucket has expired (nothing left to
+ * take), PS_WINDOW_INVALID when it is beyond the ahead buckets or holds
+ * fewer amounts than s (counted as broken).  Members are not touched. */
+ps_window_result ps_window_unadd(ps_window *w, int64_t ts_ms,
+                                 const ps_window_spend *s);
+/* Merge s into the bucket of ts_ms: the same as adding its amounts, up to
+ * rounding.  Never pushes: PS_WINDOW_LATE before the window start,
+ * PS_WINDOW_INVALID beyond the ahead buckets. */
+ps_window_result ps_window_merge(ps_window *w, int64_t ts_ms,
+                                 const ps_window_spend *s);
+
+/* 1 while member m still counts in w's `active` (its latest activity
+ * before the position is inside the window, or it has activity in an
+ * ahead bucket); 0 once it could be zeroed without changing anything.
+ * m must belong to w. */
+int ps_window_member_live(const ps_window *w, const ps_window_member *m);
+
+/* Move member m's activity from window `from` to window `to`: from no
+ * longer counts it (its attribution and scheduled move are undone), to
+ * counts it as if it had been active in the same buckets; m then belongs
+ * to `to`.  Both windows must have the same configuration and position
+ * (advance the one behind first): PS_ERR otherwise, nothing changed.
+ * 0 on success; from == to is a no-op. */
+int ps_window_member_move(ps_window *from, ps_window_member *m,
+                          ps_window *to);
+
 typedef struct ps_window_counters {
     uint64_t late;    /* events ignored as older than the window */
     uint64_t pushed;  /* events that pushed the window forward */

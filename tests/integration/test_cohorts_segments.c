@@ -34,9 +34,17 @@
  *                        recount; cohort is the UTC month of the
  *                        customer's signup_ts, else of its first event
  *                        (contract section 2, "Cohorts";
- *                        COHORT_SIGNUP_FROM_ANY_EVENT below); and every
+ *                        COHORT_SIGNUP_FROM_ANY_EVENT below); every
  *                        ps:cohort:{YYYY-MM} size equals the number of
- *                        customers whose cohort field is that month.
+ *                        customers whose cohort field is that month; and
+ *                        every cohort is recounted from the truth with
+ *                        that rule (check_gen_cohorts): size, active_{m},
+ *                        revenue_{m}, retention_{m}, zeros only where
+ *                        customers were moved out, and its :w7d / :w30d
+ *                        windows (n, sum, mean, std, p_spend_gt, active
+ *                        over the hash's [start_ms, end_ms)); cohort x
+ *                        segment windows are checked for position and
+ *                        bounds.
  *                        Then one CLICK (no purchase) per customer with a
  *                        segment, imported as JSON after everything else,
  *                        and `propstream run -e` again (same group: resumes
@@ -86,10 +94,10 @@
  * the customer's first event, else of that event (what aggregates/cohorts.c
  * documents: "a signup_ts seen only later does not move the customer"). */
 #ifndef COHORT_SIGNUP_FROM_ANY_EVENT
-/* cohorts.c implements 0 (documented limitation: moving a customer
- * between cohorts after its activity and revenue were counted is not
- * supported yet). */
-#define COHORT_SIGNUP_FROM_ANY_EVENT 0
+/* cohorts.c implements 1: a customer first seen without signup_ts is
+ * moved, with its activity, revenue and window contributions, when its
+ * signup_ts arrives. */
+#define COHORT_SIGNUP_FROM_ANY_EVENT 1
 #endif
 
 #define GEN_CUSTOMERS 1500
@@ -777,6 +785,27 @@ typedef struct gcust {
     bool signup_conflict;  /* two different signup_ts */
 } gcust;
 
+/* One truth event, as much as the cohort recount needs. */
+typedef struct gev {
+    int cust;      /* index 1..GEN_CUSTOMERS */
+    int64_t ts;
+    double amount; /* spend amount, when spend */
+    bool spend;    /* PURCHASE or SPEND with an amount */
+} gev;
+
+static gev *gen_events;
+static size_t gen_events_n, gen_events_cap;
+
+static void gen_event_keep(int cust, int64_t ts, bool spend, double amount)
+{
+    if (gen_events_n == gen_events_cap) {
+        gen_events_cap = gen_events_cap ? 2 * gen_events_cap : 4096;
+        gen_events = realloc(gen_events, gen_events_cap * sizeof(gev));
+        assert_non_null(gen_events);
+    }
+    gen_events[gen_events_n++] = (gev){cust, ts, amount, spend};
+}
+
 static long long gen_recount(const char *path, gcust *per)
 {
     FILE *fp = fopen(path, "r");
@@ -819,8 +848,10 @@ static long long gen_recount(const char *path, gcust *per)
         c->last_ts = t;
         c->events++;
         bool is_purchase = strcmp(type, "PURCHASE") == 0;
-        if (json_is_number(amount) &&
-            (is_purchase || strcmp(type, "SPEND") == 0)) {
+        bool spend = json_is_number(amount) &&
+                     (is_purchase || strcmp(type, "SPEND") == 0);
+        gen_event_keep(ix, t, spend, spend ? json_number_value(amount) : 0);
+        if (spend) {
             double a = json_number_value(amount);
             c->spend_n++;
             c->spend_sum += a;
@@ -839,6 +870,254 @@ static long long gen_recount(const char *path, gcust *per)
 /* gen's signup window (184 days) and horizon (30 days) around 2025-01-01
  * put every cohort within 2024-06 .. 2025-03: month numbers from here */
 #define GEN_MONTH0 (2024 * 12)
+
+/* ------------------------------------------------------------------ */
+/* Generated data: every cohort recounted from the truth file          */
+/* ------------------------------------------------------------------ */
+
+/* P(X >= t) under N(mean, sd^2); a point mass when sd = 0. */
+static double tail_ge(double mean, double sd, double t)
+{
+    if (sd <= 0)
+        return mean >= t ? 1 : 0;
+    return 0.5 * erfc((t - mean) / (sd * sqrt(2.0)));
+}
+
+/* HGETALL of key into fields / values (strings owned by the reply). */
+static redisReply *hgetall(redisContext *c, const char *key)
+{
+    redisReply *r = redisCommand(c, "HGETALL %s", key);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    return r;
+}
+
+static bool hfield(const redisReply *r, const char *field, double *v)
+{
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (strcmp(r->element[i]->str, field) == 0)
+            return ps_test_parse_dbl(r->element[i + 1]->str, v);
+    return false;
+}
+
+/*
+ * The contract's cohort rule recounted from the truth: a customer's cohort
+ * is the month of its signup_ts (whichever event carries it), else of its
+ * first event; offset = months from it to the event's month (0 for an
+ * earlier month).  Every ps:cohort:{YYYY-MM} must hold exactly that size,
+ * active_{m} and revenue_{m} (PURCHASE and SPEND amounts > 0) with
+ * retention_{m} = active / size; fields of offsets without activity, and
+ * whole cohorts the recount does not have (months customers were moved
+ * out of), may exist only with the value 0.  Every cohort's :w7d and
+ * :w30d hash must equal the recount over [start_ms, end_ms) of the
+ * events of the cohort's customers: n, sum, mean, std, p_spend_gt (T =
+ * 70,000), distinct active customers.  Cohort x segment hashes need
+ * propstream's segment at each event, which the truth does not have: for
+ * them, the same position as the cohort's, and n, sum, active no larger
+ * than the cohort's (the exact per-segment figures are unit-tested).
+ * Returns the number of customers whose cohort differs from the month of
+ * their first event's signup_ts (else first event): those propstream had
+ * to move.
+ */
+static long long check_gen_cohorts(fx *f, const gcust *per, check *k_sz,
+                                   check *k_act, check *k_rev, check *k_ret,
+                                   check *k_zero, check *k_win,
+                                   check *k_seg)
+{
+    static long long size[MAXM], active[MAXM][MAXM];
+    static double rev[MAXM][MAXM];
+    static int coh[GEN_CUSTOMERS + 1];
+    static unsigned char seen_off[GEN_CUSTOMERS + 1][MAXM];
+    long long moved = 0;
+    memset(size, 0, sizeof(size));
+    memset(active, 0, sizeof(active));
+    memset(rev, 0, sizeof(rev));
+    memset(seen_off, 0, sizeof(seen_off));
+    for (int i = 1; i <= GEN_CUSTOMERS; i++) {
+        coh[i] = -1;
+        if (per[i].events == 0)
+            continue;
+        int m = month_of_ms(per[i].signup ? per[i].signup : per[i].first_ts);
+        int alt = month_of_ms(per[i].first_signup ? per[i].first_signup
+                                                  : per[i].first_ts);
+        moved += m != alt;
+        coh[i] = m - GEN_MONTH0;
+        assert_true(coh[i] >= 0 && coh[i] < MAXM);
+        size[coh[i]]++;
+    }
+    for (size_t j = 0; j < gen_events_n; j++) {
+        const gev *e = &gen_events[j];
+        int c = coh[e->cust];
+        int off = month_of_ms(e->ts) - GEN_MONTH0 - c;
+        if (off < 0)
+            off = 0;
+        assert_true(off < MAXM);
+        if (!seen_off[e->cust][off]++)
+            active[c][off]++;
+        if (e->spend && e->amount > 0)
+            rev[c][off] += e->amount;
+    }
+
+    size_t nk = 0;
+    char **keys = scan_keys(f->c, "ps:cohort:*", &nk);
+    bool in_redis[MAXM] = {false};
+    for (size_t i = 0; i < nk; i++) {
+        int month;
+        if (!cohort_key(keys[i], &month))
+            continue;
+        int ix = month - GEN_MONTH0;
+        assert_true(ix >= 0 && ix < MAXM);
+        in_redis[ix] = true;
+        redisReply *r = hgetall(f->c, keys[i]);
+        double got_a[MAXM], got_r[MAXM], got_t[MAXM], sz = -1;
+        bool have_a[MAXM] = {false}, have_r[MAXM] = {false},
+             have_t[MAXM] = {false};
+        for (size_t e = 0; e + 1 < r->elements; e += 2) {
+            const char *fld = r->element[e]->str;
+            int off, len = 0;
+            double v;
+            if (!ps_test_parse_dbl(r->element[e + 1]->str, &v))
+                v = NAN;
+            if (strcmp(fld, "size") == 0)
+                sz = v;
+            else if (sscanf(fld, "active_%d%n", &off, &len) == 1 &&
+                     fld[len] == '\0' && off >= 0 && off < MAXM)
+                have_a[off] = true, got_a[off] = v;
+            else if (sscanf(fld, "revenue_%d%n", &off, &len) == 1 &&
+                     fld[len] == '\0' && off >= 0 && off < MAXM)
+                have_r[off] = true, got_r[off] = v;
+            else if (sscanf(fld, "retention_%d%n", &off, &len) == 1 &&
+                     fld[len] == '\0' && off >= 0 && off < MAXM)
+                have_t[off] = true, got_t[off] = v;
+        }
+        freeReplyObject(r);
+        k_sz->total++;
+        if (sz != (double)size[ix])
+            check_bad(k_sz, "%s size %g, recount %lld", keys[i], sz,
+                      size[ix]);
+        for (int o = 0; o < MAXM; o++) {
+            if (active[ix][o] == 0) {
+                /* only zeros where the recount has no activity */
+                if (!have_a[o] && !have_r[o] && !have_t[o])
+                    continue;
+                k_zero->total++;
+                if ((have_a[o] && got_a[o] != 0) ||
+                    (have_r[o] && !(fabs(got_r[o]) < 1e-6)) ||
+                    (have_t[o] && got_t[o] != 0))
+                    check_bad(k_zero, "%s offset %d: active %g revenue %g "
+                                      "retention %g, recount none",
+                              keys[i], o, have_a[o] ? got_a[o] : NAN,
+                              have_r[o] ? got_r[o] : NAN,
+                              have_t[o] ? got_t[o] : NAN);
+                continue;
+            }
+            k_act->total++;
+            if (!have_a[o] || got_a[o] != (double)active[ix][o])
+                check_bad(k_act, "%s active_%d %g, recount %lld", keys[i], o,
+                          have_a[o] ? got_a[o] : NAN, active[ix][o]);
+            k_rev->total++;
+            if (rev[ix][o] == 0 ? have_r[o] && !(fabs(got_r[o]) < 1e-6)
+                                : !have_r[o] ||
+                                      !rel_close(got_r[o], rev[ix][o], 1e-9))
+                check_bad(k_rev, "%s revenue_%d %.17g, recount %.17g",
+                          keys[i], o, have_r[o] ? got_r[o] : NAN,
+                          rev[ix][o]);
+            k_ret->total++;
+            double want_t = (double)active[ix][o] / (double)size[ix];
+            if (!have_t[o] || fabs(got_t[o] - want_t) > 1e-9)
+                check_bad(k_ret, "%s retention_%d %.12g, recount %.12g",
+                          keys[i], o, have_t[o] ? got_t[o] : NAN, want_t);
+        }
+    }
+    for (int ix = 0; ix < MAXM; ix++)
+        if (size[ix] > 0 && !in_redis[ix]) {
+            k_sz->total++;
+            check_bad(k_sz, "cohort month %d missing (recount size %lld)",
+                      GEN_MONTH0 + ix, size[ix]);
+        }
+
+    /* the rolling windows of every cohort */
+    static const char *const wname[2] = {"w7d", "w30d"};
+    static unsigned char seen_c[GEN_CUSTOMERS + 1];
+    for (int ix = 0; ix < MAXM; ix++) {
+        if (!in_redis[ix])
+            continue;
+        char m[16], key[64];
+        month_str(GEN_MONTH0 + ix, m, sizeof(m));
+        for (int w = 0; w < 2; w++) {
+            double st, en, fv[6];
+            static const char *const names[6] = {"n", "sum", "mean", "std",
+                                                 "p_spend_gt", "active"};
+            snprintf(key, sizeof(key), "ps:cohort:%s:%s", m, wname[w]);
+            redisReply *r = hgetall(f->c, key);
+            bool ok = hfield(r, "start_ms", &st) && hfield(r, "end_ms", &en);
+            for (int q = 0; q < 6; q++)
+                ok = ok && hfield(r, names[q], &fv[q]);
+            freeReplyObject(r);
+            k_win->total++;
+            if (!ok) {
+                check_bad(k_win, "%s missing or incomplete", key);
+                continue;
+            }
+            double n = 0, sum = 0, ss = 0, act = 0;
+            memset(seen_c, 0, sizeof(seen_c));
+            for (size_t j = 0; j < gen_events_n; j++) {
+                const gev *e = &gen_events[j];
+                if (coh[e->cust] != ix || e->ts < (int64_t)st ||
+                    e->ts >= (int64_t)en)
+                    continue;
+                if (!seen_c[e->cust]++)
+                    act++;
+                if (e->spend) {
+                    n++;
+                    sum += e->amount;
+                }
+            }
+            double mean = n > 0 ? sum / n : 0;
+            for (size_t j = 0; j < gen_events_n; j++) {
+                const gev *e = &gen_events[j];
+                if (coh[e->cust] == ix && e->ts >= (int64_t)st &&
+                    e->ts < (int64_t)en && e->spend)
+                    ss += (e->amount - mean) * (e->amount - mean);
+            }
+            double sd = n >= 2 ? sqrt(ss / (n - 1)) : 0;
+            double p = n > 0 ? tail_ge(mean, sd, 70000) : 0;
+            if (fv[0] != n || fv[5] != act || !rel_close(fv[1], sum, 1e-9) ||
+                !rel_close(fv[2], mean, 1e-9) ||
+                !rel_close(fv[3], sd, 1e-7) || fabs(fv[4] - p) > 1e-7)
+                check_bad(k_win, "%s [%.0f, %.0f): n %g sum %.6f mean %.6f "
+                                 "std %.6f p %.6g active %g; recount n %g "
+                                 "sum %.6f mean %.6f std %.6f p %.6g "
+                                 "active %g", key, st, en, fv[0], fv[1],
+                          fv[2], fv[3], fv[4], fv[5], n, sum, mean, sd, p,
+                          act);
+            /* the cohort x segment hashes of the same window */
+            for (int s = 0; s < 3; s++) {
+                double sst, sen, sn, ssum, sact;
+                snprintf(key, sizeof(key), "ps:cohort:%s:seg:%d:%s", m, s,
+                         wname[w]);
+                r = hgetall(f->c, key);
+                if (r->elements == 0) {
+                    freeReplyObject(r);
+                    continue;
+                }
+                ok = hfield(r, "start_ms", &sst) && hfield(r, "end_ms", &sen) &&
+                     hfield(r, "n", &sn) && hfield(r, "sum", &ssum) &&
+                     hfield(r, "active", &sact);
+                freeReplyObject(r);
+                k_seg->total++;
+                if (!ok || sst != st || sen != en || sn > fv[0] ||
+                    ssum > fv[1] * (1 + 1e-12) + 1e-6 || sact > fv[5])
+                    check_bad(k_seg, "%s [%.0f, %.0f) n %g sum %.2f active "
+                                     "%g; cohort [%.0f, %.0f) n %g sum %.2f "
+                                     "active %g", key, sst, sen, sn, ssum,
+                              sact, st, en, fv[0], fv[1], fv[5]);
+            }
+        }
+    }
+    free_keys(keys);
+    return moved;
+}
 
 static void test_gen_segments(void **state)
 {
@@ -875,10 +1154,18 @@ static void test_gen_segments(void **state)
                   {"signup_ts consistent", 0, 0},
                   {"clicks: segment sizes", 0, 0},
                   {"clicks: segment_name", 0, 0},
-                  {"clicks: segment_changed", 0, 0}};
+                  {"clicks: segment_changed", 0, 0},
+                  {"recount: cohort size", 0, 0},
+                  {"recount: active_m", 0, 0},
+                  {"recount: revenue_m", 0, 0},
+                  {"recount: retention_m", 0, 0},
+                  {"recount: only 0 elsewhere", 0, 0},
+                  {"recount: cohort windows", 0, 0},
+                  {"cohort x segment windows", 0, 0}};
     enum { K_CUST, K_HASSEG, K_SIZES, K_NAMES, K_SEGNAME, K_CENTROID,
            K_SPEND_N, K_SPEND_SUM, K_COHORT, K_COHORT_SIZE, K_SIGNUP,
-           K_C_SIZES, K_C_SEGNAME, K_C_TRIGGERS };
+           K_C_SIZES, K_C_SEGNAME, K_C_TRIGGERS, K_R_SIZE, K_R_ACTIVE,
+           K_R_REV, K_R_RET, K_R_ZERO, K_R_WIN, K_R_SEG };
 
     /* the segments */
     size_t nseg = 0;
@@ -1122,6 +1409,13 @@ static void test_gen_segments(void **state)
             }
         free_keys(ck);
     }
+    /* every cohort recounted, windows included (before the clicks) */
+    long long moved = check_gen_cohorts(f, per, &ks[K_R_SIZE],
+                                        &ks[K_R_ACTIVE], &ks[K_R_REV],
+                                        &ks[K_R_RET], &ks[K_R_ZERO],
+                                        &ks[K_R_WIN], &ks[K_R_SEG]);
+    print_message("    cohorts: %lld customers whose signup_ts came after "
+                  "their first event in another month (moved)\n", moved);
     /* centroids inside the range of the features */
     for (int k = 0; k < 3; k++) {
         ks[K_CENTROID].total++;
@@ -1268,6 +1562,9 @@ static void test_gen_segments(void **state)
                       by2[1], by2[2], size2[0], size2[1], size2[2]);
     }
     free(per);
+    free(gen_events);
+    gen_events = NULL;
+    gen_events_n = gen_events_cap = 0;
     checks_done(ks, sizeof(ks) / sizeof(ks[0]));
 }
 

@@ -17,7 +17,9 @@
  * and by big jumps, a customer active many times counted once, touches
  * (activity without an amount), empty windows, events exactly at bucket
  * boundaries, events pushing the window, save/load round trips mid-stream
- * and corrupt saved state, and the default 7-day / 30-day configurations.
+ * and corrupt saved state, and the default 7-day / 30-day configurations;
+ * moving a customer (its member and its amounts) from one window to
+ * another, against hand-computed numbers.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -26,6 +28,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -858,6 +861,108 @@ static void test_foreign_member(void **state)
     ps_window_destroy(w);
 }
 
+/*
+ * Moving a customer between two windows of the same shape (cohorts.c, a
+ * late signup_ts).  Buckets of 10 ms, B = 10, A = 2; both windows at
+ * position 20 (window [100, 200), ahead buckets 20 and 21).
+ *   w1: m active at 12, spends 5 at 15, active at 21 (ahead);
+ *       o spends 7 at 15 and 9 at 16.
+ *   w2: x active at 18.
+ * After moving m (member and its 5 at bucket 15) from w1 to w2:
+ *   w1: n 2 (7, 9), sum 16, std sqrt(2), active 1 (o)
+ *   w2: n 1 (5), active 2 (m, x)
+ * At position 22 w2 has m attributed to its ahead bucket 21 (the
+ * scheduled move went with it): w1 active 1 (o), w2 active 2 (m, x); at
+ * 29 ([190, 290)) only m's bucket 21 remains, in w2; then m is dead.
+ */
+static void test_move_between(void **state)
+{
+    (void)state;
+    ps_window *w1 = new_window(10, 10, 2), *w2 = new_window(10, 10, 2);
+    ps_window *w3 = new_window(10, 10, 2);
+    ps_window_member m, o, x;
+    ps_window_spend sp = {0};
+    ps_window_stats st;
+    memset(&m, 0, sizeof(m));
+    memset(&o, 0, sizeof(o));
+    memset(&x, 0, sizeof(x));
+    ps_window_advance(w1, 200);
+    ps_window_advance(w2, 200);
+    assert_int_equal(ps_window_touch(w1, 125, &m), PS_WINDOW_ADDED);
+    assert_int_equal(ps_window_add(w1, 155, 5, &m), PS_WINDOW_ADDED);
+    assert_int_equal(ps_window_touch(w1, 215, &m), PS_WINDOW_ADDED);
+    assert_int_equal(ps_window_add(w1, 151, 7, &o), PS_WINDOW_ADDED);
+    assert_int_equal(ps_window_add(w1, 165, 9, &o), PS_WINDOW_ADDED);
+    assert_int_equal(ps_window_touch(w2, 181, &x), PS_WINDOW_ADDED);
+    ps_window_spend_add(&sp, 5);
+    assert_true(ps_window_member_live(w1, &m));
+
+    /* positions differ: refused, nothing changed */
+    assert_int_equal(ps_window_member_move(w1, &m, w3), PS_ERR);
+    ps_window_query(w1, T_DEFAULT, &st);
+    assert_int_equal(st.active, 2);
+
+    assert_int_equal(ps_window_member_move(w1, &m, w2), PS_OK);
+    assert_int_equal(ps_window_unadd(w1, 150, &sp), PS_WINDOW_ADDED);
+    assert_int_equal(ps_window_merge(w2, 150, &sp), PS_WINDOW_ADDED);
+    ps_window_query(w1, T_DEFAULT, &st);
+    assert_int_equal(st.n, 2);
+    assert_close(st.sum, 16, 1e-12);
+    assert_close(st.std, sqrt(2.0), 1e-12);
+    assert_int_equal(st.active, 1);
+    ps_window_query(w2, T_DEFAULT, &st);
+    assert_int_equal(st.n, 1);
+    assert_close(st.sum, 5, 1e-12);
+    assert_close(st.std, 0, 0);
+    assert_int_equal(st.active, 2);
+
+    /* the scheduled move went along: at 22 m is attributed to 21 in w2 */
+    ps_window_advance(w1, 220);
+    ps_window_advance(w2, 220);
+    ps_window_query(w1, T_DEFAULT, &st);
+    assert_int_equal(st.active, 1); /* o (15, 16) */
+    ps_window_query(w2, T_DEFAULT, &st);
+    assert_int_equal(st.active, 2); /* m (21), x (18) */
+    ps_window_advance(w1, 290);
+    ps_window_advance(w2, 290); /* [190, 290) */
+    ps_window_query(w1, T_DEFAULT, &st);
+    assert_int_equal(st.active, 0);
+    assert_false(ps_window_member_live(w1, &o));
+    ps_window_query(w2, T_DEFAULT, &st);
+    assert_int_equal(st.active, 1); /* m */
+    assert_true(ps_window_member_live(w2, &m));
+    assert_false(ps_window_member_live(w2, &x));
+    ps_window_advance(w2, 320);
+    assert_false(ps_window_member_live(w2, &m));
+
+    /* taking everything out of a bucket leaves it exactly empty; an
+     * expired bucket is LATE; more than the bucket holds is refused */
+    ps_window_spend a = {0}, big = {0};
+    ps_window_spend_add(&a, 0.1);
+    ps_window_spend_add(&a, 0.2);
+    for (int i = 0; i < 3; i++)
+        ps_window_spend_add(&big, 1);
+    assert_int_equal(ps_window_add(w3, 55, 0.1, NULL), PS_WINDOW_PUSHED);
+    assert_int_equal(ps_window_add(w3, 55, 0.2, NULL), PS_WINDOW_ADDED);
+    assert_int_equal(ps_window_unadd(w3, 55, &big), PS_WINDOW_INVALID);
+    assert_int_equal(ps_window_unadd(w3, 55, &a), PS_WINDOW_ADDED);
+    ps_window_advance(w3, 100);
+    ps_window_query(w3, T_DEFAULT, &st);
+    assert_true(st.n == 0 && st.sum == 0 && st.std == 0);
+    ps_window_advance(w3, 1000);
+    assert_int_equal(ps_window_unadd(w3, 55, &a), PS_WINDOW_LATE);
+    assert_int_equal(ps_window_merge(w3, 55, &a), PS_WINDOW_LATE);
+    assert_int_equal(ps_window_merge(w3, 5000, &a), PS_WINDOW_INVALID);
+    ps_window_counters c;
+    ps_window_get_counters(w1, &c);
+    assert_int_equal(c.broken, 0);
+    ps_window_get_counters(w2, &c);
+    assert_int_equal(c.broken, 0);
+    ps_window_destroy(w1);
+    ps_window_destroy(w2);
+    ps_window_destroy(w3);
+}
+
 static void test_print_timing(void **state)
 {
     (void)state;
@@ -910,6 +1015,7 @@ int main(void)
         cmocka_unit_test(test_accuracy),
         cmocka_unit_test(test_load_rejects),
         cmocka_unit_test(test_foreign_member),
+        cmocka_unit_test(test_move_between),
         cmocka_unit_test(test_print_timing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
