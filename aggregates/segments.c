@@ -129,6 +129,8 @@ typedef struct segments {
     int64_t size_delta[PS_KMEANS_MAX_K];
     uint64_t updates_since_step, updates_since_sweep;
     uint64_t sweeps, reseeds;
+    int parked; /* centre parked out of reach by a reseed, or -1: members
+                   leaving it must not pull it back to their mean */
     uint32_t model_gen; /* model changed for this flush generation */
     ps_batch *triggers;
     const ps_event *cause; /* event in apply, for sweep triggers */
@@ -314,6 +316,7 @@ static int seg_init(void **self, const ps_agg_env *env, char *errstr,
         goto nomem;
     s->conf = *env->conf;
     s->pipe = env->pipe;
+    s->parked = -1;
     s->me = (size_t)ps_pipeline_agg_index("segments");
     s->k = env->conf->segments_k;
     rc = parse_features(s, env->conf->segments_features, errstr,
@@ -410,7 +413,7 @@ static void move(segments *s, seg_cust *c, ps_entity *cust,
     if (from >= 0)
         cell_leave(s, from, old_x);
     cell_join(s, to, x);
-    if (from >= 0 && s->decay >= 1)
+    if (from >= 0 && s->decay >= 1 && from != s->parked)
         sync_centre(s, from);
     sync_centre(s, to);
     if (from == to)
@@ -518,7 +521,9 @@ static void reseed_dying(segments *s, sweep *w)
             far[i] = 1e150;
         ps_kmeans_set_centre(s->km, dying, far, 0);
         sweep away = {.s = s, .only = dying};
+        s->parked = dying;
         ps_pipeline_foreach(s->pipe, PS_KIND_CUSTOMER, sweep_one, &away);
+        s->parked = -1;
     }
     ps_entity *cust = w->typical[largest];
     seg_cust *c = ps_pipeline_slice(s->pipe, cust, s->me);

@@ -7,7 +7,8 @@
  * segment; the names land on the right groups; the sizes written (HINCRBY
  * deltas summed over flushes) equal the number of customers per segment;
  * every segment_changed trigger matches a move, and a customer who moves
- * k times yields k triggers; the model round-trips through save/load.
+ * k times yields k triggers; the model round-trips through save/load;
+ * a dying centre is reseeded by splitting the largest cell (test_reseed).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -369,12 +370,216 @@ static void test_forgetting(void **state)
     assert_true(forget > 59940 && forget <= 60000);
 }
 
+/*
+ * A dying centre is reseeded by splitting the largest cell.  k = 3 on the
+ * default features (every customer buys once, so only the amount
+ * differs): groups A (15,000..25,000), B (55,000..65,000) and C (about
+ * 200,000).  The first mini-batch holds 6 A, 6 B and 4 C customers, so
+ * k-means++ gives C its own centre.  Then 300 A and 100 B customers
+ * arrive, C none: once there are 100 k = 300 members, C's 4 are fewer than
+ * members / (20 k) = members / 60, and the next sweep reseeds that centre:
+ * its members go to their nearest other centre (B's), and a typical member
+ * of the largest cell (A's) moves to it; later A customers then split
+ * between the two centres in A's range.  Checked (the second half only
+ * with RESEED_SPLITS_LARGEST, see below): before, C's customers
+ * share a segment of their own; after, that segment id is in A's range
+ * (centroid within 15,000..25,000) and holds A customers only, while A's
+ * customers are spread over it and A's first segment; C's customers are
+ * in B's segment, each moved with a segment_changed trigger (one per
+ * move); the sizes written (HINCRBY deltas summed over the flushes) equal
+ * the number of customers per segment at every flush, and add up to all
+ * customers.
+ */
+#define RS_N 616
+
+/* 1: assert the reseed as segments.c documents it.  0 (for now): segments.c
+ * parks the dying centre, but move() re-syncs the cell a member leaves
+ * (sync_centre(s, from)), which puts the centre back at the remaining
+ * members' mean after the first of them has moved: only one member leaves
+ * per reseed, the typical member of the largest cell joins a cell still
+ * centred on the others and returns at the next sweep, and the centre is
+ * never moved into the largest cell (observed: one C customer and two A
+ * customers moving back and forth at every sweep).  Fix in segments.c:
+ * do not sync the parked centre while its members move away. */
+#ifndef RESEED_SPLITS_LARGEST
+#define RESEED_SPLITS_LARGEST 1
+#endif
+
+typedef struct rs_seen {
+    long long size[3];
+    int seg[RS_N];
+    int moves[RS_N];
+    int triggers;
+    double centre[3];
+} rs_seen;
+
+static void rs_buy(ps_pipeline *p, int cust, double amount, int64_t ts)
+{
+    char cid[16], eid[32];
+    ps_event e;
+    bool late;
+    int err;
+    snprintf(cid, sizeof(cid), "r%d", cust);
+    snprintf(eid, sizeof(eid), "rs%d", cust);
+    memset(&e, 0, sizeof(e));
+    e.event_id = S(eid);
+    e.customer_id = S(cid);
+    e.type = PS_PURCHASE;
+    e.product_id = S("p");
+    e.has_amount = true;
+    e.amount = amount;
+    e.ts = ts;
+    ps_customer *c = ps_pipeline_add(p, e.customer_id, NULL, 0, &err);
+    assert_non_null(c);
+    assert_int_equal(ps_pipeline_apply(p, &e, c, &late), 0);
+}
+
+static void rs_flush(ps_pipeline *p, ps_batch *b, rs_seen *sn)
+{
+    const char *argv[128];
+    size_t lens[128];
+    ps_batch_clear(b);
+    ps_pipeline_write(p, b);
+    for (size_t i = 0; i < ps_batch_count(b); i++) {
+        size_t argc = ps_batch_argc(b, i);
+        int k, c;
+        assert_true(argc <= 128);
+        ps_batch_argv(b, i, argv, lens);
+        if (!strcmp(argv[0], "HINCRBY") &&
+            sscanf(argv[1], "ps:segment:%d", &k) == 1 &&
+            !strcmp(argv[2], "size"))
+            sn->size[k] += strtoll(argv[3], NULL, 10);
+        if (!strcmp(argv[0], "HSET") &&
+            sscanf(argv[1], "ps:segment:%d", &k) == 1)
+            for (size_t a = 2; a + 1 < argc; a += 2)
+                if (!strcmp(argv[a], "centroid_mean_amount"))
+                    sn->centre[k] = strtod(argv[a + 1], NULL);
+        if (!strcmp(argv[0], "HSET") && sscanf(argv[1], "ps:cust:r%d", &c) == 1)
+            for (size_t a = 2; a + 1 < argc; a += 2)
+                if (!strcmp(argv[a], "segment"))
+                    sn->seg[c] = atoi(argv[a + 1]);
+        if (!strcmp(argv[0], "XADD")) {
+            bool changed = false;
+            int who = -1;
+            for (size_t a = 6; a + 1 < argc; a += 2) {
+                if (!strcmp(argv[a], "type"))
+                    changed = !strcmp(argv[a + 1], "segment_changed");
+                if (!strcmp(argv[a], "customer"))
+                    sscanf(argv[a + 1], "r%d", &who);
+            }
+            if (changed && who >= 0) {
+                sn->triggers++;
+                sn->moves[who]++;
+            }
+        }
+    }
+    ps_pipeline_flushed(p);
+    /* sizes = customers per segment, at every flush */
+    long long per[3] = {0, 0, 0};
+    for (int i = 0; i < RS_N; i++)
+        if (sn->seg[i] >= 0)
+            per[sn->seg[i]]++;
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(sn->size[k], per[k]);
+}
+
+static void test_reseed(void **state)
+{
+    (void)state;
+    char err[256];
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.segments_batch = 16;
+    ps_pipeline *p = ps_pipeline_new(&conf, err, sizeof(err));
+    ps_batch *b = ps_batch_new("ps:");
+    static rs_seen sn;
+    static char group[RS_N];
+    int64_t ts = 1000;
+    assert_non_null(p);
+    memset(&sn, 0, sizeof(sn));
+    for (int i = 0; i < RS_N; i++)
+        sn.seg[i] = -1;
+    rng = 7;
+
+    /* the first mini-batch: A B C A B C ... (4 C), then A B */
+    int n = 0;
+    for (int i = 0; i < 16; i++) {
+        char g = i < 12 ? "ABC"[i % 3] : "AB"[i % 2];
+        group[n] = g;
+        double amount = g == 'A'   ? 15000 + 10000 * rnd01()
+                        : g == 'B' ? 55000 + 10000 * rnd01()
+                                   : 199000 + 2000 * rnd01();
+        rs_buy(p, n++, amount, ts++);
+    }
+    rs_flush(p, b, &sn);
+    int kc = sn.seg[2], ka = sn.seg[0], kb = sn.seg[1];
+    assert_true(ka >= 0 && kb >= 0 && kc >= 0 && ka != kb && kb != kc &&
+                ka != kc);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(sn.seg[i], group[i] == 'A'   ? ka
+                                    : group[i] == 'B' ? kb
+                                                      : kc);
+    assert_true(sn.centre[kc] > 190000);
+
+    /* 300 A and 100 B, no C: C's centre dies and is reseeded */
+    while (n < RS_N) {
+        char g = n % 4 == 3 ? 'B' : 'A';
+        group[n] = g;
+        rs_buy(p, n++, g == 'A' ? 15000 + 10000 * rnd01()
+                                : 55000 + 10000 * rnd01(),
+               ts++);
+        if (n % 50 == 0)
+            rs_flush(p, b, &sn);
+    }
+    rs_flush(p, b, &sn);
+
+    int a_in[3] = {0, 0, 0}, c_in[3] = {0, 0, 0}, c_moves = 0;
+    for (int i = 0; i < n; i++) {
+        if (group[i] == 'C') {
+            c_in[sn.seg[i]]++;
+            c_moves += sn.moves[i];
+        } else if (group[i] == 'A') {
+            a_in[sn.seg[i]]++;
+        }
+    }
+    /* the sizes were checked at every flush; one trigger per move */
+    assert_int_equal(sn.size[0] + sn.size[1] + sn.size[2], RS_N);
+    int moves = 0;
+    for (int i = 0; i < n; i++)
+        moves += sn.moves[i];
+    assert_int_equal(moves, sn.triggers);
+    /* C's centre was found dying: its members were moved at least once */
+    assert_true(c_moves >= 1);
+    printf("reseed: C's customers in segments %d/%d/%d after %d moves; "
+           "segment %d (C's) centroid %.0f holds %d of A's customers, A's "
+           "segment %d %d; %d segment_changed\n",
+           c_in[0], c_in[1], c_in[2], c_moves, kc, sn.centre[kc], a_in[kc],
+           ka, a_in[ka], sn.triggers);
+#if RESEED_SPLITS_LARGEST
+    /* all of C's customers went to B's segment, the reseeded centre kept
+     * its id and sits inside A's range, splitting A's customers with A's
+     * first centre; B's customers never moved */
+    assert_int_equal(c_in[kb], 4);
+    for (int i = 0; i < n; i++)
+        if (group[i] == 'B')
+            assert_int_equal(sn.seg[i], kb);
+        else if (group[i] == 'A')
+            assert_true(sn.seg[i] == ka || sn.seg[i] == kc);
+    assert_true(sn.centre[kc] >= 15000 && sn.centre[kc] <= 25000);
+    assert_true(sn.centre[ka] >= 15000 && sn.centre[ka] <= 25000);
+    assert_true(a_in[kc] >= 2 && a_in[ka] >= 2);
+#endif
+    ps_batch_destroy(b);
+    ps_pipeline_destroy(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_segments),
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_forgetting),
+        cmocka_unit_test(test_reseed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
