@@ -832,6 +832,8 @@ static void cop_load_shared_field(void *self, ps_entity *e, void *state,
         memcmp(field, SNAP_FIELD, flen) != 0 || vlen == 0 ||
         vlen > UINT32_MAX)
         return;
+    if (ps->top_cap > 0 || ps->snap != NULL)
+        return; /* a refresh (pipeline.h): the ranking in memory stays */
     char *copy = malloc(vlen);
     if (copy == NULL || own_product(cp, e, ps) < 0) {
         free(copy); /* ranking state only: start without it */

@@ -33,6 +33,8 @@
 
 #define ENT_DIRTY 1u
 #define ENT_UNLOADED 2u /* shared entity waiting for its base */
+#define ENT_STALE 4u    /* shared entity whose base is re-read from Redis
+                           when it is next used (ps_pipeline_refresh_shared) */
 #define STATE_VERSION 1
 
 typedef struct table {
@@ -390,12 +392,41 @@ ps_customer *ps_pipeline_add(ps_pipeline *p, ps_str id, const void *blob,
     return c;
 }
 
+/* Queue e to have its bases read again (before its next use). */
+static int mark_unloaded(ps_pipeline *p, ps_entity *e)
+{
+    e->flags &= ~ENT_STALE;
+    if (e->flags & ENT_UNLOADED)
+        return PS_OK;
+    if (push(&p->unloaded, &p->unloaded_n, &p->unloaded_cap, e) < 0)
+        return PS_ERR_NOMEM;
+    e->flags |= ENT_UNLOADED;
+    return PS_OK;
+}
+
+int ps_pipeline_refresh_shared(ps_pipeline *p)
+{
+    for (int k = 0; k < PS_KIND_COUNT; k++) {
+        table *t = &p->tables[k];
+        if (k == PS_KIND_CUSTOMER || t->slots == NULL)
+            continue;
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->slots[i] != NULL && !(t->slots[i]->flags & ENT_UNLOADED))
+                t->slots[i]->flags |= ENT_STALE;
+    }
+    /* every event uses the global entity: read it again now */
+    return p->global != NULL ? mark_unloaded(p, p->global) : PS_OK;
+}
+
 ps_entity *ps_pipeline_entity(ps_pipeline *p, ps_kind kind, ps_str id)
 {
     assert(kind != PS_KIND_CUSTOMER);
     ps_entity *e = ps_pipeline_find(p, kind, id);
-    if (e != NULL)
+    if (e != NULL) {
+        if ((e->flags & ENT_STALE) && mark_unloaded(p, e) < 0)
+            return NULL;
         return e;
+    }
     e = record_new(p, kind, id);
     if (e == NULL)
         return NULL;

@@ -116,6 +116,16 @@ int ps_pipeline_restore_partition_clock(ps_pipeline *p, uint32_t slot,
                                         int64_t max_ts, ps_str cause,
                                         int64_t now_ms);
 
+/* Scale-out: other instances add to the same shared hashes, so the bases
+ * this process read become stale.  Mark every shared entity in memory so
+ * that its bases are read again from Redis (ps_pipeline_unloaded) when it
+ * is next used; the global entity is queued at once.  Every aggregate's
+ * load_shared_field overwrites its bases (never adds), and the unflushed
+ * deltas stay, so the view afterwards is Redis's total plus this
+ * instance's unflushed changes.  Call only between successful flushes and
+ * the next round.  0 or PS_ERR_NOMEM. */
+int ps_pipeline_refresh_shared(ps_pipeline *p);
+
 /* Partition slots have names ("topic:partition"), given by the run loop
  * when it assigns them, so saved state can name a partition and a later
  * process map it back to its own slot. */

@@ -171,6 +171,22 @@ int ps_kafka_check(rd_kafka_t *rk, const char *bootstrap,
     return PS_OK;
 }
 
+int ps_kafka_partition_count(rd_kafka_t *rk, const ps_strlist *topics,
+                             int timeout_ms)
+{
+    const struct rd_kafka_metadata *md = NULL;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms) !=
+        RD_KAFKA_RESP_ERR_NO_ERROR)
+        return -1;
+    int n = 0;
+    for (size_t t = 0; t < topics->n; t++)
+        for (int i = 0; i < md->topic_cnt; i++)
+            if (strcmp(md->topics[i].topic, topics->v[t]) == 0)
+                n += md->topics[i].partition_cnt;
+    rd_kafka_metadata_destroy(md);
+    return n;
+}
+
 int64_t ps_kafka_lag(rd_kafka_t *rk, const ps_parts *ps)
 {
     int64_t lag = 0;

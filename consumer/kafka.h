@@ -68,6 +68,10 @@ int ps_kafka_check(rd_kafka_t *rk, const char *bootstrap,
                    size_t errstr_size);
 
 /* Sum over ps of (cached high watermark - next), ignoring unknowns. */
+/* Partitions of these topics in the cluster, or -1 when the metadata
+ * request fails. */
+int ps_kafka_partition_count(rd_kafka_t *rk, const ps_strlist *topics,
+                             int timeout_ms);
 int64_t ps_kafka_lag(rd_kafka_t *rk, const ps_parts *ps);
 
 #endif

@@ -94,6 +94,7 @@ typedef struct run_opts {
     int64_t copurchase_max_items;
     int64_t reco_n;
     double next_prior_strength;
+    int64_t shared_refresh_ms;
 } run_opts;
 
 #define OPT(field) offsetof(run_opts, field)
@@ -219,6 +220,12 @@ static const ps_option run_options[] = {
      "weight of the segment's transition distribution in a customer's "
      "next-action Dirichlet prior",
      OPT(next_prior_strength), 0},
+    {"shared-refresh-ms", 0, PS_OPT_INT, "1000", 0, 3600000, "ms",
+     "with several instances in the group: how often the totals of shared "
+     "hashes (product, campaign, global, segment, cohort) are read again, "
+     "so derived values include the other instances' counts (0 = never; "
+     "an instance that owns every partition never needs it)",
+     OPT(shared_refresh_ms), 0},
 };
 #define RUN_OPTIONS_N (sizeof(run_options) / sizeof(run_options[0]))
 
@@ -228,6 +235,7 @@ static const ps_option run_options[] = {
  * last successful flush (HINCRBY into ps:metrics). */
 typedef struct run_counts {
     int64_t in, applied, bad, dup, late, lost;
+    int64_t rollbacks; /* memory rolled back to what Redis held */
     int64_t bad_by[PS_BAD_REASON_COUNT];
 } run_counts;
 
@@ -271,6 +279,15 @@ typedef struct run_ctx {
 
     run_counts total, delta;
     uint64_t flush_seq;  /* last successful flush */
+    ps_agg_conf conf;    /* of the pipeline, to build it again */
+    /* Redis came back without flushes this instance had confirmed (it
+     * restarted from an older snapshot): roll back at the next flush to
+     * rollback_to, the last of our flushes Redis still holds. */
+    bool rollback;
+    uint64_t rollback_to;
+    bool alone;  /* this instance owns every partition of its topics */
+    bool alone_known; /* false after each (re)assignment */
+    int64_t rollbacks;
     char instance[40];
     bool paused;
     int64_t last_flush_us, flush_us_sum, flushes;
@@ -795,6 +812,7 @@ static void build_flush(run_ctx *c, uint64_t seq)
     metric_incr(b, "events_dup", c->delta.dup);
     metric_incr(b, "events_late", c->delta.late);
     metric_incr(b, "events_lost_retention", c->delta.lost);
+    metric_incr(b, "redis_rollbacks", c->delta.rollbacks);
     metric_incr(b, "flushes", 1);
     for (int r = 1; r < PS_BAD_REASON_COUNT; r++) {
         if (c->delta.bad_by[r] == 0)
@@ -880,6 +898,7 @@ struct token_check {
     const char *instance;
     uint64_t seq;
     bool landed;
+    uint64_t value; /* as read, 0 when absent */
 };
 
 static void on_token(void *opaque, const char *f, size_t flen, const char *v,
@@ -892,10 +911,27 @@ static void on_token(void *opaque, const char *f, size_t flen, const char *v,
         return;
     memcpy(num, v, vlen);
     num[vlen] = '\0';
-    t->landed = strtoull(num, NULL, 10) == t->seq;
+    t->value = strtoull(num, NULL, 10);
+    t->landed = t->value == t->seq;
 }
 
-/* Wait until Redis answers again; consumption is paused meanwhile. */
+/* This instance's flush token as Redis holds it (0 when absent). */
+static int read_token(run_ctx *c, uint64_t *seq)
+{
+    char key[512];
+    struct token_check t = {c->instance, 0, false, 0};
+    snprintf(key, sizeof(key), "%sstate:flush:%s", c->o->prefix, c->o->group);
+    if (ps_redis_sink_hgetall(c->sink, key, on_token, &t) != PS_OK)
+        return PS_ERR_IO;
+    *seq = t.value;
+    return PS_OK;
+}
+
+/* Wait until Redis answers again; consumption is paused meanwhile.  Then
+ * read our flush token back: when it is older than our last confirmed
+ * flush, Redis lost writes it had acknowledged (restarted from an older
+ * snapshot or a replica that lagged), and memory must be rolled back to
+ * it before anything else is written (c->rollback, done by flush()). */
 static int wait_for_redis(run_ctx *c)
 {
     ps_warn("Redis unavailable (%s): consumption paused, nothing is lost; "
@@ -903,7 +939,13 @@ static int wait_for_redis(run_ctx *c)
             ps_redis_sink_errstr(c->sink));
     set_paused(c, true);
     while (!stop_requested) {
-        if (ps_redis_sink_reconnect(c->sink) == PS_OK) {
+        uint64_t held;
+        if (ps_redis_sink_reconnect(c->sink) == PS_OK &&
+            read_token(c, &held) == PS_OK) {
+            if (held < c->flush_seq && !c->rollback) {
+                c->rollback = true;
+                c->rollback_to = held;
+            }
             ps_info("Redis is back: resuming");
             return PS_OK;
         }
@@ -912,11 +954,16 @@ static int wait_for_redis(run_ctx *c)
     return PS_ERR_IO;
 }
 
+static int roll_back(run_ctx *c);
+static int load_agg_states(run_ctx *c, char *err, size_t errsz);
+
 /* Write everything pending as one transaction; retries until it is known
  * to have landed, or stop is requested (then PS_ERR_IO: nothing after the
  * previous flush is in Redis, and it will be re-consumed on restart). */
 static int flush(run_ctx *c, bool force)
 {
+    if (c->rollback)
+        return roll_back(c);
     if (!force && !flush_needed(c))
         return PS_OK;
     uint64_t seq = c->flush_seq + 1;
@@ -936,7 +983,9 @@ static int flush(run_ctx *c, bool force)
         for (;;) {
             if (wait_for_redis(c) < 0)
                 return PS_ERR_IO;
-            struct token_check t = {c->instance, seq, false};
+            if (c->rollback)
+                return roll_back(c); /* the pending flush goes too */
+            struct token_check t = {c->instance, seq, false, 0};
             if (ps_redis_sink_hgetall(c->sink, key, on_token, &t) == PS_OK) {
                 if (t.landed) {
                     ps_info("flush %" PRIu64 " had landed before Redis went "
@@ -1022,6 +1071,98 @@ static void on_offset(void *opaque, const char *f, size_t flen, const char *v,
     }
 }
 
+/*
+ * Roll memory back to what Redis holds: it came back without flushes this
+ * instance had confirmed.  Everything in memory (and the unflushed round)
+ * is dropped, a fresh pipeline loads the aggregates' saved state, and every
+ * assigned partition seeks back to the offset Redis holds, with the clock
+ * saved alongside it.  What Redis lost is then consumed and applied again,
+ * exactly once, on top of what it kept.
+ */
+static int roll_back(run_ctx *c)
+{
+    char err[512], key[512];
+    ps_warn("Redis came back without this instance's flushes %" PRIu64
+            "..%" PRIu64 " (restarted from an older snapshot?): rolling "
+            "memory back to what Redis holds and re-consuming from its "
+            "offsets",
+            c->rollback_to + 1, c->flush_seq);
+    ps_pipeline *fresh = ps_pipeline_new(&c->conf, err, sizeof(err));
+    if (fresh == NULL) {
+        ps_error("rollback: %s", err);
+        return PS_ERR_NOMEM;
+    }
+    ps_pipeline_destroy(c->pipe);
+    c->pipe = fresh;
+    c->ev_n = 0;
+    c->arena_len = 0;
+    ps_batch_clear(c->dlq);
+    memset(&c->delta, 0, sizeof(c->delta));
+    c->delta.rollbacks = 1;
+    c->total.rollbacks++;
+    c->flush_seq = c->rollback_to;
+    c->rollback = false;
+    int rc;
+    while ((rc = load_agg_states(c, err, sizeof(err))) < 0) {
+        if (rc != PS_ERR_IO) {
+            ps_error("rollback: %s", err);
+            return rc;
+        }
+        if (wait_for_redis(c) < 0)
+            return PS_ERR_IO;
+    }
+
+    rd_kafka_topic_partition_list_t *l =
+        rd_kafka_topic_partition_list_new((int)c->parts.n);
+    for (size_t i = 0; i < c->parts.n; i++) {
+        ps_part *p = &c->parts.v[i];
+        char name[512];
+        rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+        snprintf(name, sizeof(name), "%s:%" PRId32, p->topic, p->partition);
+        if (ps_pipeline_name_slot(c->pipe, p->slot, name) < 0)
+            c->fatal = PS_ERR_NOMEM;
+    }
+    struct offsets_read r = {l};
+    snprintf(key, sizeof(key), "%soffsets:%s", c->o->prefix, c->o->group);
+    while (ps_redis_sink_hgetall(c->sink, key, on_offset, &r) != PS_OK)
+        if (wait_for_redis(c) < 0)
+            break;
+    struct clocks_read cr = {c, l};
+    snprintf(key, sizeof(key), "%sstate:clock:%s", c->o->prefix, c->o->group);
+    while (ps_redis_sink_hgetall(c->sink, key, on_clock, &cr) != PS_OK)
+        if (wait_for_redis(c) < 0)
+            break;
+    for (int i = 0; i < l->cnt; i++) {
+        rd_kafka_topic_partition_t *tp = &l->elems[i];
+        ps_part *p = ps_parts_find(&c->parts, tp->topic, tp->partition);
+        if (p == NULL)
+            continue;
+        p->next = p->flushed = tp->offset >= 0 ? tp->offset : -1;
+        p->eof = false;
+        ps_info("rollback: %s [%" PRId32 "] from offset %s%" PRId64,
+                tp->topic, tp->partition,
+                tp->offset >= 0 ? "" : "(beginning) ",
+                tp->offset >= 0 ? tp->offset : 0);
+    }
+    /* the partitions are paused (Redis was away): resume, then seek */
+    set_paused(c, false);
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 10000);
+    if (e != NULL) {
+        ps_error("rollback: seek: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        c->fatal = PS_ERR_IO;
+    }
+    for (int i = 0; i < l->cnt; i++)
+        if (l->elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            ps_error("rollback: seek %s [%" PRId32 "]: %s", l->elems[i].topic,
+                     l->elems[i].partition, rd_kafka_err2str(l->elems[i].err));
+            c->fatal = PS_ERR_IO;
+        }
+    rd_kafka_topic_partition_list_destroy(l);
+    return c->fatal ? c->fatal : PS_OK;
+}
+
 static void on_assign(run_ctx *c, rd_kafka_topic_partition_list_t *l)
 {
     char key[512];
@@ -1048,6 +1189,7 @@ static void on_assign(run_ctx *c, rd_kafka_topic_partition_list_t *l)
                 tp->partition, tp->offset >= 0 ? "" : "(beginning) ",
                 tp->offset >= 0 ? tp->offset : 0);
     }
+    c->alone_known = false;
     /* and their clocks, so lateness and windows continue exactly */
     struct clocks_read cr = {c, l};
     snprintf(key, sizeof(key), "%sstate:clock:%s", c->o->prefix, c->o->group);
@@ -1174,13 +1316,46 @@ static int collect(run_ctx *c, int64_t deadline_ms)
     return c->fatal;
 }
 
+/*
+ * Scale-out.  Counters of shared hashes (product, campaign, global,
+ * segment, cohort) are HINCRBY deltas, so they add up across instances;
+ * but the values derived from them (posterior means, step probabilities,
+ * ...) are computed by each instance from its view of the totals.  When
+ * other instances write too, that view is refreshed every
+ * --shared-refresh-ms: right after a successful flush the shared entities
+ * are marked stale and their totals are read again when next used (see
+ * ps_pipeline_refresh_shared), so derived values lag the other instances
+ * by at most that period plus a flush.  An instance that owns every
+ * partition (checked after each assignment) skips it.
+ */
+static int refresh_shared(run_ctx *c, int64_t now, int64_t *next)
+{
+    if (c->o->shared_refresh_ms == 0 || now < *next)
+        return PS_OK;
+    *next = now + c->o->shared_refresh_ms;
+    if (!c->alone_known && c->parts.n > 0) {
+        int total = ps_kafka_partition_count(c->rk, &c->o->topics, 2000);
+        if (total < 0)
+            return PS_OK; /* try again next period */
+        c->alone = (size_t)total == c->parts.n;
+        c->alone_known = true;
+        if (!c->alone)
+            ps_info("%zu of %d partitions assigned: other instances share "
+                    "the totals; they are read again every %" PRId64 " ms",
+                    c->parts.n, total, c->o->shared_refresh_ms);
+    }
+    if (!c->alone_known || c->alone)
+        return PS_OK;
+    return ps_pipeline_refresh_shared(c->pipe);
+}
+
 static int main_loop(run_ctx *c)
 {
     int64_t interval = c->o->flush_interval_ms;
     int64_t next_flush = now_ms(CLOCK_MONOTONIC) + interval;
     int64_t stats_ms = now_ms(CLOCK_MONOTONIC), stats_in = 0;
     int64_t next_stats = stats_ms + c->o->stats_interval_s * 1000;
-    int64_t next_due = 0;
+    int64_t next_due = 0, next_refresh = 0;
 
     while (!stop_requested) {
         if (collect(c, next_flush) < 0 || process_round(c) < 0)
@@ -1203,6 +1378,8 @@ static int main_loop(run_ctx *c)
              * small and the configured interval (freshness) holds again. */
             int64_t took = c->last_flush_us / 1000;
             next_flush = now + (4 * took > interval ? 4 * took : interval);
+            if (refresh_shared(c, now, &next_refresh) < 0)
+                return PS_ERR_NOMEM;
         }
         if (c->o->stats_interval_s > 0 && now >= next_stats) {
             c->lag = ps_kafka_lag(c->rk, &c->parts);
@@ -1281,7 +1458,7 @@ static int setup(run_ctx *c, char *err, size_t errsz)
 {
     ps_redis_conf rc = {0};
     char host[256];
-    ps_agg_conf conf;
+    ps_agg_conf *conf = &c->conf;
     size_t bm = (size_t)c->o->batch_max;
 
     c->dec = ps_decoder_new(c->o->schema_dir, err, errsz);
@@ -1291,40 +1468,40 @@ static int setup(run_ctx *c, char *err, size_t errsz)
         ps_set_err(err, errsz, "--redis: '%s' is not host:port", c->o->redis);
         return PS_ERR_CONFIG;
     }
-    ps_agg_conf_defaults(&conf);
-    conf.prefix = c->o->prefix;
-    conf.allowed_lateness_ms = c->o->allowed_lateness_ms;
-    conf.idle_partition_ms = c->o->idle_partition_ms;
-    conf.attribution_ms = c->o->attribution_window_ms;
-    conf.dedup_horizon_ms = c->o->dedup_horizon_ms;
-    conf.dedup_max_ids = c->o->dedup_max_ids;
+    ps_agg_conf_defaults(conf);
+    conf->prefix = c->o->prefix;
+    conf->allowed_lateness_ms = c->o->allowed_lateness_ms;
+    conf->idle_partition_ms = c->o->idle_partition_ms;
+    conf->attribution_ms = c->o->attribution_window_ms;
+    conf->dedup_horizon_ms = c->o->dedup_horizon_ms;
+    conf->dedup_max_ids = c->o->dedup_max_ids;
     if (strcmp(c->o->prior, "flat") == 0) {
-        conf.prior_empirical = 0;
+        conf->prior_empirical = 0;
     } else if (strcmp(c->o->prior, "empirical") == 0) {
-        conf.prior_empirical = 1;
+        conf->prior_empirical = 1;
     } else {
         ps_set_err(err, errsz, "--prior: '%s' is neither flat nor empirical",
                    c->o->prior);
         return PS_ERR_CONFIG;
     }
-    conf.prior_strength = c->o->prior_strength;
-    conf.half_life_ms = c->o->half_life_ms;
-    conf.credible_level = c->o->credible_level;
-    conf.intent_threshold = c->o->intent_threshold;
-    conf.stream_maxlen = c->o->stream_maxlen;
-    conf.segments_k = (int)c->o->segments_k;
-    conf.segments_batch = c->o->segments_batch;
-    conf.spend_threshold = c->o->spend_threshold;
-    conf.segments_features = c->o->segments_features;
-    conf.segments_names = c->o->segments_names;
-    conf.segments_half_life = c->o->segments_half_life;
-    conf.window_bucket_ms = c->o->window_bucket_ms;
-    conf.graph_max_edges = c->o->graph_max_edges;
-    conf.also_top_n = c->o->also_top_n;
-    conf.copurchase_max_items = c->o->copurchase_max_items;
-    conf.reco_n = c->o->reco_n;
-    conf.next_prior_strength = c->o->next_prior_strength;
-    c->pipe = ps_pipeline_new(&conf, err, errsz);
+    conf->prior_strength = c->o->prior_strength;
+    conf->half_life_ms = c->o->half_life_ms;
+    conf->credible_level = c->o->credible_level;
+    conf->intent_threshold = c->o->intent_threshold;
+    conf->stream_maxlen = c->o->stream_maxlen;
+    conf->segments_k = (int)c->o->segments_k;
+    conf->segments_batch = c->o->segments_batch;
+    conf->spend_threshold = c->o->spend_threshold;
+    conf->segments_features = c->o->segments_features;
+    conf->segments_names = c->o->segments_names;
+    conf->segments_half_life = c->o->segments_half_life;
+    conf->window_bucket_ms = c->o->window_bucket_ms;
+    conf->graph_max_edges = c->o->graph_max_edges;
+    conf->also_top_n = c->o->also_top_n;
+    conf->copurchase_max_items = c->o->copurchase_max_items;
+    conf->reco_n = c->o->reco_n;
+    conf->next_prior_strength = c->o->next_prior_strength;
+    c->pipe = ps_pipeline_new(conf, err, errsz);
     c->out = ps_batch_new(c->o->prefix);
     c->dlq = ps_batch_new(c->o->prefix);
     c->evs = calloc(bm, sizeof(*c->evs));
