@@ -13,7 +13,10 @@
  * Index.  One table per kind: open addressing with linear probing over a
  * power-of-two array of record pointers, kept at most 70 % full; the
  * 64-bit hash of the id is stored in the header so growing never rehashes
- * bytes.  Customers are removed only all at once (forget_all).
+ * bytes.  Customers are removed all at once (forget_all, on revocation) or
+ * the least recently used clean ones (ps_pipeline_evict_idle, CLOCK over
+ * the table with a reference bit set whenever a customer is touched; an
+ * entry is removed by backward-shift deletion).
  *
  * Dirty list.  An entity changed since the last successful flush is in
  * `dirty` exactly once (flag ENT_DIRTY); a flush writes each once however
@@ -33,6 +36,7 @@
 
 #define ENT_DIRTY 1u
 #define ENT_UNLOADED 2u /* shared entity waiting for its base */
+#define ENT_REF 8u      /* customer touched since the eviction hand passed */
 #define ENT_STALE 4u    /* shared entity whose base is re-read from Redis
                            when it is next used (ps_pipeline_refresh_shared) */
 #define STATE_VERSION 1
@@ -71,6 +75,7 @@ struct ps_pipeline {
     int64_t global_wm;
     size_t global_part; /* partition defining global_wm (for its cause) */
     uint32_t generation; /* successful flushes */
+    size_t evict_hand;   /* CLOCK hand over the customer table */
 
     ps_wbuf blob; /* reused for saved state */
 };
@@ -442,6 +447,7 @@ ps_entity *ps_pipeline_entity(ps_pipeline *p, ps_kind kind, ps_str id)
 
 int ps_pipeline_touch(ps_pipeline *p, ps_entity *e)
 {
+    e->flags |= ENT_REF;
     if (e->flags & ENT_DIRTY)
         return PS_OK;
     if (push(&p->dirty, &p->dirty_n, &p->dirty_cap, e) < 0)
@@ -842,6 +848,53 @@ void ps_pipeline_forget_all(ps_pipeline *p)
         t->slots[i] = NULL;
     }
     t->count = 0;
+}
+
+/* Remove slot i of a linear-probing table, moving later entries of the
+ * same run back so every entry stays reachable from its home slot. */
+static void table_remove_at(table *t, size_t i)
+{
+    size_t mask = t->cap - 1, j = i;
+    t->slots[i] = NULL;
+    t->count--;
+    for (;;) {
+        j = (j + 1) & mask;
+        ps_entity *e = t->slots[j];
+        if (e == NULL)
+            return;
+        size_t home = (size_t)e->hash & mask;
+        /* e may fill the hole at i unless its home lies in (i, j] */
+        bool stays = i <= j ? (home > i && home <= j) : (home > i || home <= j);
+        if (!stays) {
+            t->slots[i] = e;
+            t->slots[j] = NULL;
+            i = j;
+        }
+    }
+}
+
+size_t ps_pipeline_evict_idle(ps_pipeline *p, size_t keep)
+{
+    table *t = &p->tables[PS_KIND_CUSTOMER];
+    size_t evicted = 0, steps = 0;
+    /* two full turns at most: the first clears reference bits */
+    while (t->count > keep && steps < 2 * t->cap) {
+        size_t i = p->evict_hand++ & (t->cap - 1);
+        steps++;
+        ps_entity *e = t->slots[i];
+        if (e == NULL || (e->flags & ENT_DIRTY))
+            continue;
+        if (e->flags & ENT_REF) {
+            e->flags &= ~ENT_REF;
+            continue;
+        }
+        forget_customer(p, e);
+        table_remove_at(t, i);
+        free(e);
+        evicted++;
+        p->evict_hand--; /* slot i may now hold a shifted entry */
+    }
+    return evicted;
 }
 
 void ps_pipeline_foreach(ps_pipeline *p, ps_kind kind,

@@ -161,6 +161,13 @@ void ps_pipeline_foreach(ps_pipeline *p, ps_kind kind,
 
 /* Customers in memory, and entities changed since the last flush. */
 size_t ps_pipeline_customer_count(const ps_pipeline *p);
+/* Bounded memory: drop customers until at most keep remain, least
+ * recently touched first (CLOCK), never one changed since the last
+ * successful flush -- so call right after one: every customer dropped has
+ * its state in Redis and is loaded again at its next event (or when one
+ * of its funnels is due, through the expiry index).  Returns how many
+ * were dropped. */
+size_t ps_pipeline_evict_idle(ps_pipeline *p, size_t keep);
 size_t ps_pipeline_dirty_count(const ps_pipeline *p);
 
 /* Drop every customer from memory (their state is in Redis; they are

@@ -95,6 +95,7 @@ typedef struct run_opts {
     int64_t reco_n;
     double next_prior_strength;
     int64_t shared_refresh_ms;
+    int64_t max_customers;
 } run_opts;
 
 #define OPT(field) offsetof(run_opts, field)
@@ -220,6 +221,11 @@ static const ps_option run_options[] = {
      "weight of the segment's transition distribution in a customer's "
      "next-action Dirichlet prior",
      OPT(next_prior_strength), 0},
+    {"max-customers", 0, PS_OPT_INT, "0", 0, 1e10, "customers",
+     "bound on customers kept in memory (0 = no bound): after a flush the "
+     "least recently active beyond it are dropped (their state is in "
+     "Redis) down to 90 % of it, and loaded again at their next event",
+     OPT(max_customers), 0},
     {"shared-refresh-ms", 0, PS_OPT_INT, "1000", 0, 3600000, "ms",
      "with several instances in the group: how often the totals of shared "
      "hashes (product, campaign, global, segment, cohort) are read again, "
@@ -236,6 +242,7 @@ static const ps_option run_options[] = {
 typedef struct run_counts {
     int64_t in, applied, bad, dup, late, lost;
     int64_t rollbacks; /* memory rolled back to what Redis held */
+    int64_t evicted;   /* customers dropped from memory (--max-customers) */
     int64_t bad_by[PS_BAD_REASON_COUNT];
 } run_counts;
 
@@ -285,6 +292,7 @@ typedef struct run_ctx {
      * rollback_to, the last of our flushes Redis still holds. */
     bool rollback;
     uint64_t rollback_to;
+    int64_t last_flush_at; /* monotonic ms of the last successful flush */
     bool alone;  /* this instance owns every partition of its topics */
     bool alone_known; /* false after each (re)assignment */
     int64_t rollbacks;
@@ -774,7 +782,10 @@ static void build_flush(run_ctx *c, uint64_t seq)
     }
     ps_pipeline_write(c->pipe, b);
 
-    if (c->parts.n > 0) {
+    size_t consumed = 0;
+    for (size_t i = 0; i < c->parts.n; i++)
+        consumed += c->parts.v[i].next >= 0;
+    if (consumed > 0) { /* (an HSET without fields would fail the EXEC) */
         ps_batch_begin(b, "HSET");
         ps_batch_arg_key(b, "offsets:", group, NULL);
         for (size_t i = 0; i < c->parts.n; i++) {
@@ -813,6 +824,7 @@ static void build_flush(run_ctx *c, uint64_t seq)
     metric_incr(b, "events_late", c->delta.late);
     metric_incr(b, "events_lost_retention", c->delta.lost);
     metric_incr(b, "redis_rollbacks", c->delta.rollbacks);
+    metric_incr(b, "customers_evicted", c->delta.evicted);
     metric_incr(b, "flushes", 1);
     for (int r = 1; r < PS_BAD_REASON_COUNT; r++) {
         if (c->delta.bad_by[r] == 0)
@@ -886,12 +898,19 @@ static void flush_succeeded(run_ctx *c, uint64_t seq, int64_t t0)
     for (size_t i = 0; i < c->parts.n; i++)
         c->parts.v[i].flushed = c->parts.v[i].next;
     c->flush_seq = seq;
+    c->last_flush_at = now_ms(CLOCK_MONOTONIC);
     c->last_flush_us = mono_us() - t0;
     c->flush_us_sum += c->last_flush_us;
     c->flushes++;
     if (moved && c->rk != NULL)
         commit_to_kafka(c);
     set_paused(c, false);
+    size_t cap = (size_t)c->o->max_customers;
+    if (cap > 0 && ps_pipeline_customer_count(c->pipe) > cap) {
+        size_t n = ps_pipeline_evict_idle(c->pipe, cap - cap / 10);
+        c->total.evicted += (int64_t)n;
+        c->delta.evicted += (int64_t)n;
+    }
 }
 
 struct token_check {
@@ -1262,10 +1281,12 @@ static void stats_line(run_ctx *c, int64_t *last_ms, int64_t *last_in)
     fprintf(stderr,
             "propstream stats: %.0f events/s, in %" PRId64 ", applied %" PRId64
             ", bad %" PRId64 ", dup %" PRId64 ", lag %" PRId64
-            ", customers %zu, flushes %" PRId64 " (last %.1f ms, avg %.1f "
+            ", customers %zu (evicted %" PRId64 "), flushes %" PRId64
+            " (last %.1f ms, avg %.1f "
             "ms), redis %s\n",
             rate, c->total.in, c->total.applied, c->total.bad, c->total.dup,
-            c->lag, ps_pipeline_customer_count(c->pipe), c->flushes,
+            c->lag, ps_pipeline_customer_count(c->pipe), c->total.evicted,
+            c->flushes,
             (double)c->last_flush_us / 1000.0,
             c->flushes ? (double)c->flush_us_sum / 1000.0 / (double)c->flushes
                        : 0.0,
@@ -1369,7 +1390,12 @@ static int main_loop(run_ctx *c)
         }
         if (now >= next_flush || done) {
             c->lag = ps_kafka_lag(c->rk, &c->parts);
-            if (flush(c, false) < 0)
+            /* a heartbeat when idle: metrics (lag, last_flush_ms) stay
+             * fresh, and a Redis that restarted -- perhaps from an older
+             * snapshot -- is noticed within a second, not at the next
+             * event */
+            bool beat = now - c->last_flush_at >= 1000;
+            if (flush(c, beat) < 0)
                 return PS_ERR_IO;
             /* Spend at most about a fifth of the time flushing: when a
              * flush takes longer than interval / 4 (a backlog, many
