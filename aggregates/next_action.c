@@ -6,14 +6,34 @@
  * Transitions.  A customer's events, in event-time order, form a chain of
  * types (CLICK, WISHLIST, PURCHASE, SPEND); each consecutive pair i -> j
  * is one transition, counted in a 4 x 4 matrix n_ij in the customer's
- * slice and, as HINCRBY deltas, at the customer's segment (when it has
- * one, segments.h) and at the global level: ps:segment:{k} and ps:global
- * fields trans_{i}_{j} (e.g. trans_click_purchase).  Shared counts use
- * base + delta (aggregate.h), so instances add up and a failed flush
- * writes the same deltas again.
+ * slice and, as HINCRBY deltas, at the global level and at a segment:
+ * ps:global and ps:segment:{k} fields trans_{i}_{j} (e.g.
+ * trans_click_purchase).  Shared counts use base + delta (aggregate.h), so
+ * instances add up and a failed flush writes the same deltas again.
+ *
+ * Which segment.  A transition a -> b is counted at the segment the
+ * customer was in just after event a was applied (segments.h), i.e. the
+ * segment whose row was the prior of the forecast that event b answers;
+ * none (global level only) when the customer had no segment then.  It is
+ * NOT the segment after b: segments runs before next_action
+ * (aggregates.def), so a PURCHASE that moves a customer into a segment
+ * would otherwise count "-> purchase" at the segment it moved into and
+ * inflate that segment's purchase rows (bench/next_action_calibration.c
+ * measures this).  The slice remembers, with each remembered event, the
+ * customer's segment just after that event was applied (for an event that
+ * arrives out of order: the segment at its arrival).  A customer moved by
+ * a k-means sweep between two of its events still counts the transition at
+ * the segment of its earlier event (a forecast written after the sweep
+ * used the new one; about 1.5 % of transitions in the bench).  States
+ * saved before this rule (version 1) have no segment per event
+ * ("unknown"), and a remembered segment >= segments_k (k lowered since)
+ * counts as unknown: such a transition is counted at the customer's
+ * current segment (global only without one).
+ * The customer's own forecast always takes its prior from its CURRENT
+ * segment (see Posterior): that is what its next event is judged against.
  *
  * Event time.  The slice remembers the customer's last NA_HIST events
- * (time and type), sorted by time; an event with the same time as a
+ * (time, type, segment), sorted by time; an event with the same time as a
  * remembered one goes after it (arrival order breaks ties).  An event
  * older than the latest one (out of order, e.g. from the allowed lateness)
  * is put in its place: if it falls between remembered events a and b, the
@@ -21,9 +41,11 @@
  * e -> b are counted, so the counts are those of the event-time chain.
  * An event older than every remembered one, when the memory is full,
  * changes nothing here: its neighbours in the chain are no longer known.
- * (At the segment level the transition taken back is subtracted from the
- * customer's current segment, which may differ from the one that counted
- * it; segment views are clamped at 0.  The global level stays exact.)
+ * A transition taken back is subtracted from the segment that counted it
+ * (that of its first event), so segment counts are exact too; only for an
+ * "unknown" segment (a version-1 state) it is subtracted from the current
+ * segment, which may differ from the one that counted it (segment views
+ * are clamped at 0).
  *
  * Posterior.  For last type i, the prior is Dirichlet(alpha) with
  *     alpha_j = next_prior_strength * P_parent(j | i),
@@ -41,8 +63,14 @@
  * ps:global: trans_{i}_{j} (HINCRBY) and next_{j}_after_{i} = the row
  * P(j | i) of that level (0.25 each for a row without data).
  *
- * Memory: 104 bytes per customer (16 uint32 counts, the last 4 events);
- * 256 bytes per segment and for the global record.
+ * Saved state (version 2): version, the 16 counts, the number of
+ * remembered events, then per event its time, type and segment code (0
+ * unknown, 1 none, 2 + k segment k).  Version 1 (no segment codes) still
+ * loads, with every code unknown.
+ *
+ * Memory: 112 bytes per customer (16 uint32 counts, the last 4 events with
+ * their segments); 256 bytes per segment and for the global record.  No
+ * allocation.
  */
 #include <assert.h>
 #include <stdbool.h>
@@ -59,7 +87,13 @@
 
 #define NT PS_EVENT_TYPE_COUNT /* 4 event types */
 #define NA_HIST 4
-#define NA_STATE_VERSION 1
+#define NA_STATE_VERSION 2
+#define NA_STATE_VERSION_NOSEG 1 /* before hist_seg: still loads */
+
+/* hist_seg codes: the customer's segment just after the event. */
+#define NA_SEG_UNKNOWN 0 /* a version-1 state: use the current segment */
+#define NA_SEG_NONE 1    /* no segment: global level only */
+#define NA_SEG_BASE 2    /* NA_SEG_BASE + k: segment k */
 
 static const char *const type_names[NT] = {"click", "wishlist", "purchase",
                                            "spend"};
@@ -68,8 +102,11 @@ typedef struct na_cust {
     uint32_t n[NT][NT];            /* transitions i -> j */
     int64_t hist_ts[NA_HIST];      /* last events, oldest first */
     uint8_t hist_type[NA_HIST];
+    uint8_t hist_seg[NA_HIST];     /* NA_SEG_* code, just after the event */
     uint8_t hist_n;
 } na_cust;
+
+_Static_assert(sizeof(na_cust) <= 112, "the header documents 112 bytes");
 
 typedef struct na_shared {
     int64_t base[NT * NT];  /* totals in Redis when last read / written */
@@ -80,6 +117,7 @@ typedef struct next_action {
     ps_pipeline *pipe;
     size_t me;
     double strength;
+    int k; /* segments_k: codes of segments >= k are treated as unknown */
     ps_entity *global;
     ps_entity *segments[PS_KMEANS_MAX_K]; /* by segment id, created lazily */
 } next_action;
@@ -96,12 +134,10 @@ static na_shared *shared_of(next_action *a, const ps_entity *e)
     return e ? ps_pipeline_slice(a->pipe, e, a->me) : NULL;
 }
 
-/* The customer's segment entity, or NULL when it has none.  Only apply
+/* Segment seg's entity, or NULL when seg is none (< 0).  Only apply
  * creates segment entities (create): writers and readers look them up. */
-static ps_entity *segment_of(next_action *a, const ps_entity *cust,
-                             bool create)
+static ps_entity *segment_entity(next_action *a, int seg, bool create)
 {
-    int seg = ps_segments_of(a->pipe, cust);
     if (seg < 0 || seg >= PS_KMEANS_MAX_K)
         return NULL;
     if (a->segments[seg] == NULL) { /* entities live as long as the pipe */
@@ -113,6 +149,31 @@ static ps_entity *segment_of(next_action *a, const ps_entity *cust,
                    : ps_pipeline_find(a->pipe, PS_KIND_SEGMENT, sid);
     }
     return a->segments[seg];
+}
+
+/* The customer's current segment entity, or NULL when it has none. */
+static ps_entity *segment_of(next_action *a, const ps_entity *cust,
+                             bool create)
+{
+    return segment_entity(a, ps_segments_of(a->pipe, cust), create);
+}
+
+/* The hist_seg code of segment seg (-1: none). */
+static uint8_t seg_code(int seg)
+{
+    return seg >= 0 && seg < PS_KMEANS_MAX_K ? (uint8_t)(NA_SEG_BASE + seg)
+                                              : NA_SEG_NONE;
+}
+
+/* The segment (-1: none) that counts transitions out of a remembered
+ * event with hist_seg code `code`; cur is the customer's current one. */
+static int seg_of_code(const next_action *a, uint8_t code, int cur)
+{
+    if (code == NA_SEG_NONE)
+        return -1;
+    if (code >= NA_SEG_BASE && code - NA_SEG_BASE < a->k)
+        return code - NA_SEG_BASE;
+    return cur; /* unknown (a version-1 state, or k has shrunk) */
 }
 
 static double view(const na_shared *s, int i, int j)
@@ -187,6 +248,8 @@ static int na_init(void **self, const ps_agg_env *env, char *errstr,
     a->me = (size_t)me;
     a->strength =
         env->conf->next_prior_strength > 0 ? env->conf->next_prior_strength : 0;
+    a->k = env->conf->segments_k < PS_KMEANS_MAX_K ? env->conf->segments_k
+                                                   : PS_KMEANS_MAX_K;
     a->global = ps_pipeline_find(a->pipe, PS_KIND_GLOBAL, (ps_str){"", 0});
     assert(a->global != NULL);
     *self = a;
@@ -211,29 +274,39 @@ static int na_apply(void *self, const ps_event *ev, const ps_apply_ctx *ctx)
     if (pos == 0 && cs->hist_n == NA_HIST)
         return PS_OK; /* older than all we remember: neighbours unknown */
 
-    ps_entity *seg = segment_of(a, ctx->cust, true);
-    if (seg == NULL && ps_segments_of(a->pipe, ctx->cust) >= 0)
-        return PS_ERR_NOMEM;
+    /* segments ran first: cur is the segment just after this event, the
+     * one e -> next is counted at; prev -> e (and prev -> next, taken
+     * back) count at the segment just after prev */
+    int cur = ps_segments_of(a->pipe, ctx->cust);
     int prev = pos > 0 ? cs->hist_type[pos - 1] : -1;
     int next = pos < cs->hist_n ? cs->hist_type[pos] : -1;
+    int prev_k = prev >= 0 ? seg_of_code(a, cs->hist_seg[pos - 1], cur) : -1;
+    ps_entity *seg = segment_entity(a, cur, true);
+    ps_entity *prev_seg = segment_entity(a, prev_k, true);
+    if ((seg == NULL && cur >= 0 && cur < PS_KMEANS_MAX_K) ||
+        (prev_seg == NULL && prev_k >= 0 && prev_k < PS_KMEANS_MAX_K))
+        return PS_ERR_NOMEM;
     if (prev >= 0 && next >= 0)
-        count(a, cs, seg, prev, next, -1);
+        count(a, cs, prev_seg, prev, next, -1);
     if (prev >= 0)
-        count(a, cs, seg, prev, t, +1);
+        count(a, cs, prev_seg, prev, t, +1);
     if (next >= 0)
         count(a, cs, seg, t, next, +1);
 
     if (cs->hist_n == NA_HIST) { /* forget the oldest */
         memmove(cs->hist_ts, cs->hist_ts + 1, (NA_HIST - 1) * sizeof(int64_t));
         memmove(cs->hist_type, cs->hist_type + 1, NA_HIST - 1);
+        memmove(cs->hist_seg, cs->hist_seg + 1, NA_HIST - 1);
         cs->hist_n--;
         pos--;
     }
     memmove(cs->hist_ts + pos + 1, cs->hist_ts + pos,
             (cs->hist_n - pos) * sizeof(int64_t));
     memmove(cs->hist_type + pos + 1, cs->hist_type + pos, cs->hist_n - pos);
+    memmove(cs->hist_seg + pos + 1, cs->hist_seg + pos, cs->hist_n - pos);
     cs->hist_ts[pos] = ev->ts;
     cs->hist_type[pos] = (uint8_t)t;
+    cs->hist_seg[pos] = seg_code(cur);
     cs->hist_n++;
     return PS_OK;
 }
@@ -348,6 +421,7 @@ static void na_save(void *self, const ps_entity *cust, const void *state,
     for (unsigned k = 0; k < cs->hist_n; k++) {
         ps_wbuf_i64(w, cs->hist_ts[k]);
         ps_wbuf_u8(w, cs->hist_type[k]);
+        ps_wbuf_u8(w, cs->hist_seg[k]);
     }
 }
 
@@ -357,7 +431,8 @@ static int na_load(void *self, ps_entity *cust, void *state, ps_rbuf *r)
     uint8_t version;
     (void)self;
     (void)cust;
-    if (ps_rbuf_u8(r, &version) < 0 || version != NA_STATE_VERSION)
+    if (ps_rbuf_u8(r, &version) < 0 ||
+        (version != NA_STATE_VERSION && version != NA_STATE_VERSION_NOSEG))
         return PS_ERR_STATE;
     for (int i = 0; i < NT; i++)
         for (int j = 0; j < NT; j++)
@@ -367,7 +442,10 @@ static int na_load(void *self, ps_entity *cust, void *state, ps_rbuf *r)
     for (unsigned k = 0; k < cs->hist_n; k++) {
         ps_rbuf_i64(r, &cs->hist_ts[k]);
         ps_rbuf_u8(r, &cs->hist_type[k]);
+        if (version == NA_STATE_VERSION) /* else left 0: NA_SEG_UNKNOWN */
+            ps_rbuf_u8(r, &cs->hist_seg[k]);
         if (r->err || cs->hist_type[k] >= NT ||
+            cs->hist_seg[k] >= NA_SEG_BASE + PS_KMEANS_MAX_K ||
             (k > 0 && cs->hist_ts[k] < cs->hist_ts[k - 1]))
             return PS_ERR_STATE;
     }

@@ -16,8 +16,10 @@
 # (propstream's at prediction time, and the generator's), and a
 # reliability table of next_purchase; beside it, reference forecasts built
 # from the tool's own transition counts (pooled, global prior + own
-# counts, segment prior counted before / after the event) that show where
-# a miscalibration comes from.  See bench/next_action_calibration.c.
+# counts, segment prior with a -> b counted at the segment after a -- the
+# rule of next_action.c, cross-checked against propstream's forecasts --
+# or after b, the rule before next_action's state version 2) that show
+# where a miscalibration comes from.  See bench/next_action_calibration.c.
 #
 # Knobs (environment): BENCH_BUILD_DIR (<repo>/build-bench),
 # BENCH_CUSTOMERS (20000), BENCH_SEED (42), BENCH_GEN_ARGS (more gen

@@ -27,9 +27,10 @@
  * "observed overall frequencies" gives the reference printed beside it).
  * Then a reliability table of the predicted next_purchase in B (10) equal
  * bins of [0, 1]: per bin the count, the mean predicted and the observed
- * frequency of a purchase next.
+ * frequency of a purchase next, for propstream and, beside it, for the
+ * global-prior reference and the "counted after" reference below.
  *
- * Two reference forecasts, computed here from this tool's own transition
+ * Reference forecasts, computed here from this tool's own transition
  * counts (each customer's previous type; events in time order), show where
  * a miscalibration comes from:
  *   - "pooled": P(j | i) = the population's transition frequency so far,
@@ -40,14 +41,20 @@
  *     counts.  For a customer without a segment this is what next_action.c
  *     documents, so the largest difference from propstream's forecast over
  *     those predictions is printed as a cross-check (it should be ~1e-16);
- *   - "segment prior, counted after" and "... counted before": the same
- *     with the prior from the customer's segment's transition counts (else
- *     global), where a transition is counted at the segment the customer
- *     is in after the event is applied (what next_action.c does: segments
- *     comes first in aggregates.def, so a PURCHASE that moves a customer
- *     counts at the new segment; this one must reproduce propstream's
- *     forecasts, and the largest difference is printed), or at the segment
- *     it was in when the forecast was made (before the event).
+ *   - "segment prior, counted at the previous event's segment" and
+ *     "... counted after": the same with the prior from the customer's
+ *     CURRENT segment's transition counts (else global), where a
+ *     transition a -> b is counted at the segment the customer was in just
+ *     after its previous event a was applied (the segment of the forecast
+ *     that b answers; next_action.c's rule: this one must reproduce
+ *     propstream's forecasts, and the largest difference is printed), or
+ *     at the segment the customer is in after b is applied (the rule
+ *     before next_action's state version 2: segments comes first in
+ *     aggregates.def, so a PURCHASE that moves a customer counted "->
+ *     purchase" at the segment it moved into).  The two "before b" choices
+ *     -- the segment after a, and the segment just before b -- differ only
+ *     when a k-means sweep moved the customer between a and b; how many
+ *     transitions that concerns is printed.
  *
  * Last line, machine-readable:
  *   next_action_calibration: predictions=N mean_p_purchase=A
@@ -300,21 +307,24 @@ typedef struct bin {
 
 typedef struct result {
     tally all, pooled, ref_all;
-    groups by_seg, by_truth, ref_by_seg, after_by_seg, before_by_seg;
-    bin bins[MAX_BINS], ref_bins[MAX_BINS], before_bins[MAX_BINS];
+    groups by_seg, by_truth, ref_by_seg, after_by_seg, rule_by_seg;
+    bin bins[MAX_BINS], ref_bins[MAX_BINS], after_bins[MAX_BINS];
     size_t skipped_first;  /* first events of customers: no prediction */
     size_t checked;        /* unsegmented predictions compared with ref */
     double max_diff;       /* largest |propstream - global prior| there */
-    double max_diff_after; /* largest |propstream - segment, after| */
+    double max_diff_rule;  /* largest |propstream - segment, previous| */
+    size_t transitions;    /* counted transitions */
+    size_t swept;          /* of which segment after a != just before b */
 } result;
 
 /* This tool's own transition counts (see the header). */
 typedef struct ref_counts {
     uint32_t m[NT][NT];               /* everyone's transitions i -> j */
-    uint32_t after[MAX_SEG][NT][NT];  /* at the segment after the event */
-    uint32_t before[MAX_SEG][NT][NT]; /* at the segment before it */
+    uint32_t after[MAX_SEG][NT][NT];  /* a -> b at the segment after b */
+    uint32_t prev[MAX_SEG][NT][NT];   /* a -> b at the segment after a */
     uint32_t (*n)[NT][NT];            /* per customer */
     int8_t *last;                     /* per customer: last type, -1 none */
+    int8_t *last_seg; /* per customer: segment after its last event, -1 */
 } ref_counts;
 
 /* Posterior with prior row i of seg_m (when it has data) else global. */
@@ -404,16 +414,20 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
 
     ref.n = calloc(custs->n ? custs->n : 1, sizeof(*ref.n));
     ref.last = malloc(custs->n ? custs->n : 1);
-    if (p == NULL || b == NULL || ref.n == NULL || ref.last == NULL) {
+    ref.last_seg = malloc(custs->n ? custs->n : 1);
+    if (p == NULL || b == NULL || ref.n == NULL || ref.last == NULL ||
+        ref.last_seg == NULL) {
         fprintf(stderr, "next_action_calibration: %s\n",
                 p ? "out of memory" : err);
         ps_pipeline_destroy(p);
         ps_batch_destroy(b);
         free(ref.n);
         free(ref.last);
+        free(ref.last_seg);
         return -1;
     }
     memset(ref.last, -1, custs->n);
+    memset(ref.last_seg, -1, custs->n);
     memset(out, 0, sizeof(*out));
     snprintf(out->all.name, sizeof(out->all.name), "all");
     snprintf(out->pooled.name, sizeof(out->pooled.name), "pooled");
@@ -464,20 +478,21 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
                     if (fabs(post[j] - probs[j]) > out->max_diff)
                         out->max_diff = fabs(post[j] - probs[j]);
                 out->checked += seg < 0;
-                double after[NT], before[NT];
+                /* the prior is the current segment's row either way */
+                double after[NT], rule[NT];
                 bool has_seg = seg >= 0 && seg < MAX_SEG;
                 seg_forecast(&ref, has_seg ? ref.after[seg] : NULL, r->cust,
                              last, conf.next_prior_strength, after);
-                seg_forecast(&ref, has_seg ? ref.before[seg] : NULL, r->cust,
-                             last, conf.next_prior_strength, before);
+                seg_forecast(&ref, has_seg ? ref.prev[seg] : NULL, r->cust,
+                             last, conf.next_prior_strength, rule);
                 for (int j = 0; j < NT; j++)
-                    if (fabs(after[j] - probs[j]) > out->max_diff_after)
-                        out->max_diff_after = fabs(after[j] - probs[j]);
+                    if (fabs(rule[j] - probs[j]) > out->max_diff_rule)
+                        out->max_diff_rule = fabs(rule[j] - probs[j]);
                 tally_add(group_of(&out->after_by_seg, segname), after,
                           outcome);
-                tally_add(group_of(&out->before_by_seg, segname), before,
+                tally_add(group_of(&out->rule_by_seg, segname), rule,
                           outcome);
-                bin_add(out->before_bins, nbins, before[PS_PURCHASE],
+                bin_add(out->after_bins, nbins, after[PS_PURCHASE],
                         outcome == PS_PURCHASE);
             }
         } else {
@@ -512,15 +527,19 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
         }
         load_all(p);
         int lt = ref.last[r->cust], seg_after = ps_segments_of(p, c);
+        int seg_prev = ref.last_seg[r->cust]; /* after the previous event */
         if (lt >= 0) {
             ref.m[lt][r->type]++;
             ref.n[r->cust][lt][r->type]++;
             if (seg_after >= 0 && seg_after < MAX_SEG)
                 ref.after[seg_after][lt][r->type]++;
-            if (seg_before >= 0 && seg_before < MAX_SEG)
-                ref.before[seg_before][lt][r->type]++;
+            if (seg_prev >= 0 && seg_prev < MAX_SEG)
+                ref.prev[seg_prev][lt][r->type]++;
+            out->transitions++;
+            out->swept += seg_prev != seg_before;
         }
         ref.last[r->cust] = (int8_t)r->type;
+        ref.last_seg[r->cust] = (int8_t)seg_after;
         if ((i + 1) % flush_every == 0 || i + 1 == n) {
             ps_batch_clear(b);
             ps_pipeline_write(p, b);
@@ -536,6 +555,7 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
                 "next_action_calibration: replay failed (out of memory)\n");
     free(ref.n);
     free(ref.last);
+    free(ref.last_seg);
     ps_batch_destroy(b);
     ps_pipeline_destroy(p);
     return rc;
@@ -616,37 +636,42 @@ static void report(result *res, size_t nbins, const char *path, size_t n,
     printf("  cross-check: %zu predictions for unsegmented customers, "
            "largest |propstream - global prior| = %.3g\n",
            res->checked, res->max_diff);
-    print_header("reference: segment prior, transitions counted at the "
-                 "segment after the event (as next_action.c does)");
+    print_header("reference: segment prior, transitions a -> b counted at "
+                 "the segment after b (the rule before next_action's state "
+                 "version 2)");
     qsort(res->after_by_seg.v, res->after_by_seg.n, sizeof(tally), cmp_tally);
-    for (size_t i = 0; i < res->after_by_seg.n; i++)
-        print_tally(&res->after_by_seg.v[i]);
-    printf("  cross-check: largest |propstream - this| over all %zu "
-           "predictions = %.3g\n",
-           res->all.n, res->max_diff_after);
-    print_header("reference: segment prior, transitions counted at the "
-                 "segment before the event (when the forecast was made)");
-    qsort(res->before_by_seg.v, res->before_by_seg.n, sizeof(tally), cmp_tally);
-    tally before_all = {.name = "all"};
-    for (size_t i = 0; i < res->before_by_seg.n; i++) {
-        const tally *t = &res->before_by_seg.v[i];
+    tally after_all = {.name = "all"};
+    for (size_t i = 0; i < res->after_by_seg.n; i++) {
+        const tally *t = &res->after_by_seg.v[i];
         print_tally(t);
-        before_all.n += t->n;
-        before_all.brier += t->brier;
+        after_all.n += t->n;
+        after_all.brier += t->brier;
         for (int j = 0; j < NT; j++) {
-            before_all.pred[j] += t->pred[j];
-            before_all.obs[j] += t->obs[j];
+            after_all.pred[j] += t->pred[j];
+            after_all.obs[j] += t->obs[j];
         }
     }
-    print_tally(&before_all);
+    print_tally(&after_all);
+    print_header("reference: segment prior, transitions a -> b counted at "
+                 "the segment after a, when b was forecast (as next_action.c "
+                 "does)");
+    qsort(res->rule_by_seg.v, res->rule_by_seg.n, sizeof(tally), cmp_tally);
+    for (size_t i = 0; i < res->rule_by_seg.n; i++)
+        print_tally(&res->rule_by_seg.v[i]);
+    printf("  cross-check: largest |propstream - this| over all %zu "
+           "predictions = %.3g\n",
+           res->all.n, res->max_diff_rule);
+    printf("  %zu of %zu transitions had the customer moved by a sweep "
+           "between a and b (segment after a != segment just before b)\n",
+           res->swept, res->transitions);
 
     printf("\nreliability of next_purchase (%zu bins; n, mean predicted, "
            "observed): propstream | global-prior reference | segment prior "
-           "counted before\n",
+           "counted after b (old rule)\n",
            nbins);
     for (size_t k = 0; k < nbins; k++) {
         const bin *v3[3] = {&res->bins[k], &res->ref_bins[k],
-                            &res->before_bins[k]};
+                            &res->after_bins[k]};
         if (v3[0]->n == 0 && v3[1]->n == 0 && v3[2]->n == 0)
             continue;
         printf("  [%.2f, %.2f%c", (double)k / (double)nbins,

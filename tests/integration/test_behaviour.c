@@ -96,6 +96,9 @@
  * P(j) = (alpha_j + n_j) / (10 + sum n):
  *   ann, cat (2, 5, 2, 2) / 11;  bob (2, 4, 3, 2) / 11;
  *   dan (2, 4, 2, 2) / 10;       sue (3, 4, 2, 3) / 12.
+ * (No customer ever has a segment, so which segment a transition is
+ * counted at -- next_action.c: the one the customer was in after the
+ * transition's first event -- plays no part: only ps:global counts.)
  *
  * Story of sue: not segmented; 1 purchase and 3 amounts (10, 20, 60: mean
  * 30); every amount of the stream (15, 30, 5, 10, 20, 100, 40, 50, 25, 35,

@@ -2,9 +2,12 @@
  * test_next_action.c -- P(next event type | last type) through the
  * pipeline, on hand-built histories with hand-computed Dirichlet
  * posteriors: prior from the segment's transition row, else the global
- * one, else uniform; customer counts on top; event-time order for events
- * out of order; transition counters written as HINCRBY deltas exactly once
- * across a failed and retried flush; saved state read back unchanged.
+ * one, else uniform; customer counts on top; a transition a -> b counted
+ * at the segment the customer was in after a (not the one b moves it to);
+ * event-time order for events out of order; transition counters written
+ * as HINCRBY deltas exactly once across a failed and retried flush; saved
+ * state read back unchanged, and version-1 states (no segment per event)
+ * still loaded, counting at the current segment.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +22,7 @@
 
 #include "../../aggregates/next_action.h"
 #include "../../aggregates/pipeline.h"
+#include "../../aggregates/segments.h"
 #include "../support/pipeline_fixture.h"
 #include "../../common/error.h"
 
@@ -148,6 +152,109 @@ static void test_segment_prior(void **state)
                  1e-9);
     /* t's last type is spend: no spend row anywhere -> uniform */
     assert_next(&f, "t", 0.25, 0.25, 0.25, 0.25);
+    ps_fx_clear(&f);
+}
+
+/* Segment of a transition.  Two segments (k = 2) on the single feature
+ * mean_amount, k-means starting after 2 points: lo (purchase 10) and hi
+ * (purchase 1000) seed the low (L) and high (Hs) centres.  Events:
+ *   lo PURCHASE 10 @1              (no model yet: lo has no segment)
+ *   hi PURCHASE 1000 @1            (model starts: hi in Hs, lo in L)
+ *   m PURCHASE 10 @1               (joins L)
+ *   h2 PURCHASE 1000 @1            (joins Hs)
+ *   hi CLICK @2, hi WISHLIST @3   -> p>c, c>w at Hs (hi's segment)
+ *   h2 CLICK @2                    -> p>c at Hs
+ *   m CLICK @2                     -> p>c at L, m's segment after its
+ *                                     purchase
+ *   m PURCHASE 3000 @3             -> mean (10 + 3000) / 2 = 1505: m moves
+ *                                     to Hs; c>p counts at L, where m was
+ *                                     after its click (the segment of the
+ *                                     forecast this purchase answers), NOT
+ *                                     at Hs
+ *   lo CLICK @2                    -> p>c globally only: lo had no
+ *                                     segment after its purchase (it got
+ *                                     L when the model started, not at an
+ *                                     event of its own)
+ * Counts, by hand:
+ *   L:      purchase>click 1 (m), click>purchase 1 (m)
+ *   Hs:     purchase>click 2 (hi, h2), click>wishlist 1 (hi),
+ *           click>purchase 0
+ *   global: purchase>click 4, click>wishlist 1, click>purchase 1
+ * Forecasts (strength 10; the prior is the CURRENT segment's row):
+ *   h2 (last click, in Hs): Hs row click {wishlist 1}: alpha
+ *     (0, 10, 0, 0), no own click row: (0, 1, 0, 0).  (Counting m's c>p at
+ *     Hs, the segment after the purchase, would make Hs row click
+ *     {wishlist 1, purchase 1} and h2's forecast (0, 1/2, 1/2, 0).)
+ *   lo (last click, in L): L row click {purchase 1}: alpha (0, 0, 10, 0),
+ *     no own click row: (0, 0, 1, 0).  (Counted after, L would have no
+ *     click row and lo would get the global row click {wishlist 1,
+ *     purchase 1}: (0, 1/2, 1/2, 0).)
+ *   m (last purchase, now in Hs): Hs row purchase {click 2}: alpha
+ *     (10, 0, 0, 0); own row purchase {click 1}: (11, 0, 0, 0) / 11.
+ *   hi (last wishlist): no wishlist row anywhere: uniform. */
+static void test_segment_move(void **state)
+{
+    (void)state;
+    ps_fx f;
+    ps_agg_conf conf;
+    char key[32];
+    ps_agg_conf_defaults(&conf);
+    conf.segments_k = 2;
+    conf.segments_batch = 2;
+    conf.segments_features = "mean_amount";
+    ps_fx_init_conf(&f, &conf);
+    ps_fx_event(&f, "lo", PS_PURCHASE, "p", 10, 1 * H);
+    ps_fx_event(&f, "hi", PS_PURCHASE, "p", 1000, 1 * H);
+    ps_fx_event(&f, "m", PS_PURCHASE, "p", 10, 1 * H);
+    ps_fx_event(&f, "h2", PS_PURCHASE, "p", 1000, 1 * H);
+    ps_customer *lo = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, ps_fx_str("lo"));
+    ps_customer *hi = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, ps_fx_str("hi"));
+    ps_customer *h2 = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, ps_fx_str("h2"));
+    ps_customer *m = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, ps_fx_str("m"));
+    int L = ps_segments_of(f.p, lo), Hs = ps_segments_of(f.p, hi);
+    /* the premise: two segments, m starts in lo's, h2 in hi's */
+    assert_true(L >= 0 && Hs >= 0 && L != Hs);
+    assert_int_equal(ps_segments_of(f.p, m), L);
+    assert_int_equal(ps_segments_of(f.p, h2), Hs);
+    ev(&f, "hi", PS_CLICK, 2 * H);
+    ev(&f, "hi", PS_WISHLIST, 3 * H);
+    ev(&f, "h2", PS_CLICK, 2 * H);
+    ev(&f, "m", PS_CLICK, 2 * H);
+    assert_int_equal(ps_segments_of(f.p, m), L);
+    ps_fx_event(&f, "m", PS_PURCHASE, "p", 3000, 3 * H);
+    /* the premise: the purchase moved m to hi's segment */
+    assert_int_equal(ps_segments_of(f.p, m), Hs);
+    ev(&f, "lo", PS_CLICK, 2 * H);
+    /* ... and nobody else moved */
+    assert_int_equal(ps_segments_of(f.p, lo), L);
+    assert_int_equal(ps_segments_of(f.p, hi), Hs);
+    assert_int_equal(ps_segments_of(f.p, h2), Hs);
+    assert_int_equal(ps_segments_of(f.p, m), Hs);
+    ps_fx_flush(&f);
+
+    snprintf(key, sizeof(key), "ps:segment:%d", L);
+    assert_int_equal(ps_fx_incr(&f, key, "trans_purchase_click"), 1);
+    assert_int_equal(ps_fx_incr(&f, key, "trans_click_purchase"), 1);
+    assert_int_equal(ps_fx_incr(&f, key, "trans_click_wishlist"), 0);
+    assert_close(ps_fx_hset(&f, key, "next_purchase_after_click"), 1, 0);
+    snprintf(key, sizeof(key), "ps:segment:%d", Hs);
+    assert_int_equal(ps_fx_incr(&f, key, "trans_purchase_click"), 2);
+    assert_int_equal(ps_fx_incr(&f, key, "trans_click_wishlist"), 1);
+    assert_int_equal(ps_fx_incr(&f, key, "trans_click_purchase"), 0);
+    assert_close(ps_fx_hset(&f, key, "next_purchase_after_click"), 0, 0);
+    assert_close(ps_fx_hset(&f, key, "next_wishlist_after_click"), 1, 0);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_purchase_click"), 4);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_wishlist"), 1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_purchase"), 1);
+
+    assert_next(&f, "h2", 0, 1, 0, 0);
+    assert_next(&f, "lo", 0, 0, 1, 0);
+    assert_next(&f, "m", 1, 0, 0, 0);
+    assert_next(&f, "hi", 0.25, 0.25, 0.25, 0.25);
+    double p[4];
+    assert_int_equal(ps_next_action_of(f.p, h2, p), PS_CLICK);
+    assert_close(p[PS_WISHLIST], 1, 0);
+    assert_close(p[PS_PURCHASE], 0, 0);
     ps_fx_clear(&f);
 }
 
@@ -301,8 +408,9 @@ static void test_save_load(void **state)
     uint32_t n1, n2;
     section(&w1, "next_action", &s1, &n1);
     section(&w2, "next_action", &s2, &n2);
-    /* version, 16 counts, 4 remembered events */
-    assert_int_equal(n1, 1 + 16 * 4 + 1 + 4 * 9);
+    /* version, 16 counts, 4 remembered events (time, type, segment) */
+    assert_int_equal(n1, 1 + 16 * 4 + 1 + 4 * 10);
+    assert_int_equal(s1[0], 2); /* state version */
     assert_int_equal(n1, n2);
     assert_memory_equal(s1, s2, n1);
 
@@ -324,11 +432,104 @@ static void test_save_load(void **state)
     assert_int_equal(ops->load_customer(ps_pipeline_agg_self(f.p, (size_t)ix),
                                         r, slice, &rb),
                      PS_ERR_STATE);
+    /* version 2, one event with a segment code beyond any segment */
+    unsigned char bad2[1 + 64 + 1 + 10];
+    memset(bad2, 0, sizeof(bad2));
+    bad2[0] = 2;
+    bad2[65] = 1;
+    bad2[75] = 2 + 16; /* segment 16: PS_KMEANS_MAX_K is 16 */
+    memset(slice, 0, ops->state_size[PS_KIND_CUSTOMER]);
+    ps_rbuf_init(&rb, bad2, sizeof(bad2));
+    assert_int_equal(ops->load_customer(ps_pipeline_agg_self(f.p, (size_t)ix),
+                                        r, slice, &rb),
+                     PS_ERR_STATE);
+    bad2[75] = 2 + 15; /* segment 15: fine */
+    memset(slice, 0, ops->state_size[PS_KIND_CUSTOMER]);
+    ps_rbuf_init(&rb, bad2, sizeof(bad2));
+    assert_int_equal(ops->load_customer(ps_pipeline_agg_self(f.p, (size_t)ix),
+                                        r, slice, &rb),
+                     PS_OK);
     free(slice);
     ps_wbuf_clear(&w1);
     ps_wbuf_clear(&w2);
     ps_fx_clear(&f);
     ps_fx_clear(&g);
+}
+
+/* A version-1 state (no segment per remembered event) still loads; a
+ * transition out of such an event counts at the customer's current
+ * segment.  k = 1, every purchase with an amount joins segment 0.
+ *   v: CLICK @1 (no segment), then its next_action slice is replaced by
+ *      the version-1 state of the same history: 1, 16 zero counts, 1 event
+ *      (1 h, click); then PURCHASE 100 @2: v joins segment 0 and
+ *      click>purchase, out of an event of unknown segment, counts at the
+ *      current one, segment 0 (and globally).
+ *   w: CLICK @1, PURCHASE 100 @2 with version-2 state: w had no segment
+ *      after its click, so click>purchase counts globally only.
+ * ps:segment:0 trans_click_purchase 1 (v), ps:global 2 (v, w).  Saved
+ * again (version 2), the segment codes of the two events are v (0
+ * unknown, 2 segment 0) and w (1 none, 2 segment 0). */
+static void test_v1_state(void **state)
+{
+    (void)state;
+    ps_fx f;
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.segments_k = 1;
+    conf.segments_batch = 1;
+    ps_fx_init_conf(&f, &conf);
+    int ix = ps_pipeline_agg_index("next_action");
+    assert_true(ix >= 0);
+    const ps_aggregate_ops *ops = ps_aggregates[ix];
+    void *self = ps_pipeline_agg_self(f.p, (size_t)ix);
+
+    ev(&f, "v", PS_CLICK, 1 * H);
+    ps_customer *v = ps_pipeline_find(f.p, PS_KIND_CUSTOMER, ps_fx_str("v"));
+    ps_wbuf w1;
+    ps_wbuf_init(&w1);
+    ps_wbuf_u8(&w1, 1);
+    for (int k = 0; k < 16; k++)
+        ps_wbuf_u32(&w1, 0);
+    ps_wbuf_u8(&w1, 1);
+    ps_wbuf_i64(&w1, 1 * H);
+    ps_wbuf_u8(&w1, PS_CLICK);
+    void *slice = ps_pipeline_slice(f.p, v, (size_t)ix);
+    memset(slice, 0, ops->state_size[PS_KIND_CUSTOMER]);
+    ps_rbuf rb;
+    ps_rbuf_init(&rb, w1.data, w1.len);
+    assert_int_equal(ops->load_customer(self, v, slice, &rb), PS_OK);
+    ps_fx_event(&f, "v", PS_PURCHASE, "p", 100, 2 * H);
+    ev(&f, "w", PS_CLICK, 1 * H);
+    ps_fx_event(&f, "w", PS_PURCHASE, "p", 100, 2 * H);
+    assert_int_equal(ps_segments_of(f.p, v), 0);
+    ps_fx_flush(&f);
+    assert_int_equal(ps_fx_incr(&f, "ps:segment:0", "trans_click_purchase"),
+                     1);
+    assert_int_equal(ps_fx_incr(&f, "ps:global", "trans_click_purchase"), 2);
+
+    /* saved as version 2: 1 + 64 + 1, then per event ts (8), type, seg */
+    static const struct {
+        const char *id;
+        unsigned char seg0, seg1;
+    } want[] = {{"v", 0, 2}, {"w", 1, 2}};
+    for (size_t i = 0; i < 2; i++) {
+        ps_customer *c =
+            ps_pipeline_find(f.p, PS_KIND_CUSTOMER, ps_fx_str(want[i].id));
+        const unsigned char *s;
+        uint32_t n;
+        ps_wbuf_reset(&w1);
+        ps_pipeline_save_customer(f.p, c, &w1);
+        section(&w1, "next_action", &s, &n);
+        assert_int_equal(n, 1 + 64 + 1 + 2 * 10);
+        assert_int_equal(s[0], 2);
+        assert_int_equal(s[65], 2);
+        assert_int_equal(s[66 + 8], PS_CLICK);
+        assert_int_equal(s[66 + 9], want[i].seg0);
+        assert_int_equal(s[76 + 8], PS_PURCHASE);
+        assert_int_equal(s[76 + 9], want[i].seg1);
+    }
+    ps_wbuf_clear(&w1);
+    ps_fx_clear(&f);
 }
 
 int main(void)
@@ -337,10 +538,12 @@ int main(void)
         cmocka_unit_test(test_global_prior),
         cmocka_unit_test(test_uniform),
         cmocka_unit_test(test_segment_prior),
+        cmocka_unit_test(test_segment_move),
         cmocka_unit_test(test_out_of_order),
         cmocka_unit_test(test_exactly_once),
         cmocka_unit_test(test_base_loaded),
         cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_v1_state),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
