@@ -587,6 +587,14 @@ static int on_open_event(funnels *f, const ps_event *ev,
 {
     uint32_t ix1 = find_open(f, cs, ctx->product);
     cs->changed_gen = ps_pipeline_generation(f->pipe) + 1; /* intent */
+    if (ix1 != 0 && ev->ts > expiry(f, F(f, ix1))) {
+        /* expired in event time, the watermark has not caught up (it is
+         * closed as advance() would have, so the outcome does not depend
+         * on when advance runs: round boundaries, or a customer evicted
+         * and loaded again) */
+        close_funnel(f, ix1, false, expiry(f, F(f, ix1)), ev->event_id);
+        ix1 = 0;
+    }
     if (ix1 != 0) {
         funnel *fn = F(f, ix1);
         fn->path |= (uint8_t)kind;
