@@ -48,24 +48,69 @@
  * customer's segment at event time (ps_segments_of, which has run on the
  * event already) when it has one.
  *
- * Position.  A cohort's rings move together (one position per cohort):
- * at each event to its partition's watermark, after each batch to the
- * global watermark, and forward when an event lies beyond the ahead
- * buckets (ps_window_add's push; the other rings of the cohort follow).
- * Ahead buckets: ceil(lateness / width) + 2 (one for the watermark's own
- * bucket, one of slack for the skew between partitions; at most 64).  A
- * window covers [end - span * width, end), aligned to buckets, at most one
- * bucket behind the watermark; the hashes carry start_ms and end_ms.
- * Events older than the 30-day ring's start when they arrive are ignored
- * by the windows (they still count in the exact monthly numbers).
+ * Position: a function of the global watermark only.  Every ring sits
+ * at the bucket boundary at or before the global watermark
+ * (ps_pipeline_global_watermark, restored exactly across restarts from
+ * the partitions' saved clocks), moved there after each batch and before
+ * each event -- never to an event's partition watermark, which depends
+ * on how the partitions' fetches interleave.  A window then covers
+ * [end - span * width, end), aligned to buckets, at most one bucket
+ * behind the watermark; the hashes carry start_ms and end_ms.  Since
+ * positions only move forward, an event ignored as too old (before the
+ * 30-day ring's start when it arrives; it still counts in the exact
+ * monthly numbers) lies before every later window too, so the content at
+ * the end is exactly the events with ts in [end - span, end), whatever
+ * the interleaving, as long as no event lies beyond the ahead buckets
+ * when it arrives.
  *
- * Each hash has n, sum, mean, std (ddof = 1, 0 when n < 2), p_spend_gt =
- * P(amount >= spend_threshold) under N(mean, std^2) -- with std = 0 (one
- * amount, or all equal) the fit is all mass at the mean, so 1 if mean >= T
- * else 0, and 0 for an empty window -- active, start_ms and end_ms.  A
- * hash is written in a flush only when its content (n, sum, active) or
- * position changed since the last successful flush: each window keeps the
- * snapshot Redis holds and the one being written (committed in flushed).
+ * Ahead capacity: A = 1 + ceil(lateness / width) + ceil(2 days / width)
+ * buckets (the watermark's own bucket, the lateness, and 2 days of skew
+ * between the partitions of a backlog: a partition may run up to that
+ * far ahead of the slowest one), at most 64 (window.h): 50 at the
+ * defaults (1 h buckets, 1 h lateness); with buckets under 47 minutes
+ * the 64 cap leaves less than 2 days of skew.  Rule beyond it: an event
+ * later than the ahead buckets pushes the cohort's rings forward so that
+ * it fits (all rings of the cohort together) and is applied, rather than
+ * lost; the rings then stay ahead of the watermark until it catches up.
+ * The content stays "every event in [end - span, end)", but end (and so
+ * what the hashes hold meanwhile) now depends on arrival order; each
+ * hash counts such events in its field `pushed` (additive, 0 in a run
+ * within the skew), so the non-determinism is visible.  Before any
+ * watermark is known (the first batch of a fresh deployment) a new
+ * cohort's rings are placed by its first event (its ts - lateness), not
+ * counted as a push.
+ *
+ * Each hash has n, sum, sumsq (sum of squared amounts), mean, std
+ * (ddof = 1, 0 when n < 2), p_spend_gt = P(amount >= spend_threshold)
+ * under N(mean, std^2) -- with std = 0 (one amount, or all equal) the
+ * fit is all mass at the mean, so 1 if mean >= T else 0, and 0 for an
+ * empty window -- active, pushed, start_ms and end_ms.
+ *
+ * Combining instances (several `propstream run` in one consumer group,
+ * each owning some partitions and so a disjoint set of customers).  The
+ * hashes are additive: per window hash each instance keeps the totals it
+ * has published (n, sum, sumsq, active, pushed) and writes, in the flush
+ * transaction, the difference to its current totals with one EVAL of
+ * ps_window_hash_lua (window.h): HINCRBY / HINCRBYFLOAT of the
+ * differences, start_ms / end_ms set only when larger (the combined
+ * window ends at the latest instance's end), and mean, std and
+ * p_spend_gt recomputed from the combined totals inside the script.
+ * EVAL, not EVALSHA: a NOSCRIPT error inside MULTI would let the rest of
+ * the transaction apply.  `active` adds up because customers are
+ * disjoint.  Exactly once: the published totals advance only in
+ * coh_flushed; a failed flush leaves them, so the next one writes the
+ * same differences plus newer ones.  The float differences are taken in
+ * long double and written with 21 digits (Redis adds them in long
+ * double), so an instance's share equals its rings' totals exactly
+ * whatever the flushes in between (restarts included), and the rings'
+ * totals are sums per bucket in bucket order: for amounts whose sums
+ * are exact in binary (e.g. integers) the hashes are then byte-identical
+ * between runs whatever the interleaving; otherwise they agree to
+ * rounding.  A hash is written only when this
+ * instance's totals or position changed.  With instances whose
+ * watermarks lie in different buckets the sum is over slightly different
+ * intervals (each instance's own [end - span, end)); end_ms is the
+ * latest.
  *
  * Distinct active customers are exact (window.h).  Rule: `active` of a
  * cohort x segment window counts each customer of the cohort that has at
@@ -80,8 +125,11 @@
  * counting the customer a second time.  Dead members are dropped at the
  * customer's events.
  *
- * Memory: the rings, ps_window_bytes() each (about 26 KB at the defaults),
- * per cohort and per cohort x segment seen; never per event.  Per
+ * Memory: the rings, ps_window_bytes() each: 32 bytes per bucket of
+ * the ring (720 + 50) plus 4 * A * B bytes of scheduled moves
+ * (50 x 720), 168,720 bytes at the defaults, so about 675 KB per cohort
+ * with k = 3 segments; per cohort and per cohort x segment seen; never
+ * per event.  Per
  * customer 96 bytes of slice, plus cohort_hist only while needed: 32 bytes
  * per left segment still counted, and, while the cohort is provisional,
  * 16 bytes per active month and 40 per (bucket, segment) with spend in
@@ -89,22 +137,34 @@
  * gets its first event and when a cohort_hist grows.
  *
  * Saved state.  The members and the cohort_hist are in the customer's
- * saved state (version 3; version 2 loads without the history and with a
- * final cohort, version 1 also with empty members).  The rings are this
- * aggregate's state, ps:state:agg:cohorts, written in every flush where a
- * ring's content or position changed (about 24 bytes per ring bucket: 17
- * KB per ring at the defaults), so a restart resumes exactly.  A blob
- * saved with another bucket width, lateness or 7/30-day shape is ignored
- * (the windows start empty; the exact monthly numbers are unaffected).
+ * saved state (version 4, whose provisional spend carries its sum of
+ * squares; version 3 loads with it computed from count, sum and M2,
+ * version 2 without the history and with a final cohort, version 1 also
+ * with empty members).  The rings and the
+ * published totals are this aggregate's state, ps:state:agg:cohorts
+ * (version 2), written in every flush where a ring's content or position
+ * changed (about 32 bytes per ring bucket plus the non-zero scheduled
+ * moves: about 25 KB per ring at the defaults), so a restart resumes
+ * exactly.  Version 1 blobs are migrated: their rings load into the
+ * larger ahead capacity, and their published totals are taken to be the
+ * totals of the saved rings (what version 1 HSET), with sumsq 0 (the
+ * field did not exist).  Rings saved with another bucket width or 7/30-
+ * day shape (or more ahead buckets) are dropped: the windows start empty
+ * and the first flush takes the old published totals back out.
  *
- * LIMITATION, several instances.  The rings are per instance and their
- * state blob is last-writer-wins: with several instances in one consumer
- * group each publishes :w7d / :w30d from its own partitions' customers
- * only and overwrites the others'.  Exact single-instance only.  Making
- * them combine needs per-bucket additive counters (n, sum, shifted sum of
- * squares, attributed customers and scheduled moves) written as HINCRBY
- * deltas to a shared hash and loaded back, which the run loop does not
- * provide for keys other than the output hashes yet.
+ * LIMITATION, several instances.  ps:state:agg:cohorts is one key per
+ * deployment (aggregate.h: last writer wins), but the rings and published
+ * totals are per instance.  While instances run, the hashes combine
+ * as above.  When a partition moves to another instance, its customers'
+ * earlier activity stays in the old instance's rings and their new one
+ * goes to the new instance's: a customer active on both sides counts
+ * twice in `active` until the old activity leaves the window (at most
+ * 30 days).  After a restart with several instances, every instance
+ * resumes from whichever instance saved last, so its differences are
+ * taken against another instance's published totals and the hashes stay
+ * off by the difference (until deleted).  Exact across restarts for a
+ * single instance.  Fixing this needs a per-instance (or per-partition)
+ * state key from the run loop.
  */
 #include <math.h>
 #include <stdbool.h>
@@ -121,10 +181,13 @@
 #include "../common/error.h"
 
 #define MAX_OFFSET 128
-#define COHORT_STATE_VERSION 3 /* 2: without fixed / history; 1: without
-                                  the window members either */
-#define WINDOWS_STATE_VERSION 1
+#define COHORT_STATE_VERSION 4 /* 3: spend without sq; 2: without fixed /
+                                  history; 1: without the window members
+                                  either */
+#define WINDOWS_STATE_VERSION 2 /* 1: without the published totals */
 #define DAY_MS INT64_C(86400000)
+/* Skew between partitions the rings absorb without pushing. */
+#define SKEW_MS (2 * DAY_MS)
 #define R7 0  /* ranges of a ring: the 7-day window */
 #define R30 1 /* and the 30-day one (the whole ring) */
 
@@ -180,17 +243,17 @@ typedef struct cohort_counts {
     uint32_t win_ix1;   /* index + 1 of its cohort_win (cache, 0 = unknown) */
 } cohort_counts;
 
-/* What a window hash says: written when it differs from the last one. */
-typedef struct win_snap {
-    uint64_t n, active;
-    double sum;
-    int64_t end_ms;
-} win_snap;
+/* This instance's share of one window hash (see "Combining instances"). */
+typedef struct win_tot {
+    int64_t n, active, pushed;
+    double sum, sumsq;
+    int64_t start_ms, end_ms;
+} win_tot;
 
 typedef struct win_slot {
     ps_window *w;       /* NULL until the first event */
-    win_snap last[2];   /* in Redis after the last successful flush */
-    win_snap pend[2];   /* written by the flush in progress */
+    win_tot pub[2];     /* added to Redis by the successful flushes */
+    win_tot pend[2];    /* what the flush in progress brings them to */
     uint8_t pend_set[2];
 } win_slot;
 
@@ -209,6 +272,9 @@ typedef struct cohorts {
     double threshold;   /* conf->spend_threshold */
     ps_window_conf wconf;
     uint32_t span[2];   /* buckets of the 7-day and the 30-day window */
+    int64_t late_ms;    /* allowed lateness */
+    int64_t wm;         /* global watermark the rings follow (INT64_MIN:
+                           none yet) */
     cohort_win **wins;
     size_t wins_n, wins_cap;
 } cohorts;
@@ -246,7 +312,9 @@ static int coh_init(void **self, const ps_agg_env *env, char *errstr,
     }
     int64_t late = conf->allowed_lateness_ms > 0 ? conf->allowed_lateness_ms
                                                  : 0;
-    int64_t ahead = late / bms + (late % bms != 0) + 2;
+    /* the watermark's own bucket, the lateness, the skew */
+    int64_t ahead = 1 + late / bms + (late % bms != 0) + SKEW_MS / bms +
+                    (SKEW_MS % bms != 0);
     if (ahead > (int64_t)PS_WINDOW_MAX_AHEAD)
         ahead = PS_WINDOW_MAX_AHEAD;
 
@@ -265,6 +333,8 @@ static int coh_init(void **self, const ps_agg_env *env, char *errstr,
     c->wconf.ahead = (uint32_t)ahead;
     c->span[R7] = (uint32_t)b7;
     c->span[R30] = (uint32_t)b30;
+    c->late_ms = late;
+    c->wm = INT64_MIN;
     if (ps_window_conf_check(&c->wconf, errstr, errstr_size) < 0) {
         free(c);
         return PS_ERR_CONFIG;
@@ -298,6 +368,8 @@ static cohort_win *win_new(cohorts *c, int32_t month)
         free(g);
         return NULL;
     }
+    if (c->wm >= 0)
+        ps_window_advance(g->slot[0].w, c->wm);
     return g;
 }
 
@@ -551,7 +623,13 @@ static int windows_apply(cohorts *c, const ps_event *ev,
     cohort_win *g = win_of(c, k, cc->month);
     if (g == NULL)
         return PS_ERR_NOMEM;
-    if (win_advance(c, g, ps_pipeline_watermark(c->pipe, ev->part)))
+    int64_t wm = ps_pipeline_global_watermark(c->pipe);
+    if (wm > c->wm)
+        c->wm = wm;
+    wm = c->wm;
+    if (wm == INT64_MIN && ps_window_end_ms(g->slot[0].w) == 0)
+        wm = ev->ts - c->late_ms; /* first placement, before any watermark */
+    if (win_advance(c, g, wm))
         g->changed_gen = next_gen;
 
     bool spend = (ev->type == PS_PURCHASE || ev->type == PS_SPEND) &&
@@ -617,6 +695,7 @@ static int cohort_move(cohorts *c, const ps_event *ev,
     cohort_cust *cc = ctx->cust_state;
     cohort_hist *h = cc->h;
     int32_t from = cc->month;
+    (void)ev;
     uint32_t next_gen = ps_pipeline_generation(c->pipe) + 1;
     ps_entity *eo = cohort_entity(c, from);
     ps_entity *en = cohort_entity(c, to);
@@ -660,9 +739,8 @@ static int cohort_move(cohorts *c, const ps_event *ev,
     cohort_win *go = win_of(c, ko, from), *gn = win_of(c, kn, to);
     if (go == NULL || gn == NULL)
         return PS_ERR_NOMEM;
-    int64_t wm = ps_pipeline_watermark(c->pipe, ev->part);
-    win_advance(c, go, wm);
-    win_advance(c, gn, wm);
+    win_advance(c, go, c->wm);
+    win_advance(c, gn, c->wm);
     int64_t end = ps_window_end_ms(go->slot[0].w);
     if (ps_window_end_ms(gn->slot[0].w) > end)
         end = ps_window_end_ms(gn->slot[0].w);
@@ -768,56 +846,75 @@ static int coh_advance(void *self)
     cohorts *c = self;
     int64_t wm = ps_pipeline_global_watermark(c->pipe);
     uint32_t next_gen = ps_pipeline_generation(c->pipe) + 1;
+    if (wm > c->wm)
+        c->wm = wm;
     for (size_t i = 0; i < c->wins_n; i++)
-        if (win_advance(c, c->wins[i], wm))
+        if (win_advance(c, c->wins[i], c->wm))
             c->wins[i]->changed_gen = next_gen;
     return PS_OK;
 }
 
-static bool snap_eq(const win_snap *a, const win_snap *b)
+/* This instance's current totals of range r of ring w. */
+static void win_totals(const cohorts *c, const ps_window *w, int r,
+                       win_tot *t)
 {
-    return a->n == b->n && a->active == b->active && a->sum == b->sum &&
-           a->end_ms == b->end_ms;
+    ps_window_stats st;
+    ps_window_counters wc;
+    ps_window_query_span(w, c->span[r], c->threshold, &st);
+    ps_window_get_counters(w, &wc);
+    t->n = (int64_t)st.n;
+    t->active = (int64_t)st.active;
+    t->pushed = (int64_t)wc.pushed;
+    t->sum = st.sum;
+    t->sumsq = st.sumsq;
+    t->start_ms = ps_window_span_start_ms(w, c->span[r]);
+    t->end_ms = ps_window_end_ms(w);
 }
 
+static bool tot_eq(const win_tot *a, const win_tot *b)
+{
+    return a->n == b->n && a->active == b->active && a->pushed == b->pushed &&
+           a->sum == b->sum && a->sumsq == b->sumsq &&
+           a->start_ms == b->start_ms && a->end_ms == b->end_ms;
+}
+
+/* The difference between the current and the published totals, applied
+ * by ps_window_hash_lua (which recomputes the derived fields from the
+ * combined totals); nothing when there is none. */
 static void write_window(cohorts *c, ps_batch *b, ps_str id, int seg,
                          win_slot *sl, int r)
 {
-    ps_window_stats st;
-    win_snap now;
+    win_tot now;
+    const win_tot *pub = &sl->pub[r];
     char tail[40];
 
-    ps_window_query_span(sl->w, c->span[r], c->threshold, &st);
-    now.n = st.n;
-    now.active = st.active;
-    now.sum = st.sum;
-    now.end_ms = ps_window_end_ms(sl->w);
     sl->pend_set[r] = 0;
-    if (snap_eq(&now, &sl->last[r]))
+    win_totals(c, sl->w, r, &now);
+    if (tot_eq(&now, pub))
         return;
     const char *name = r == R7 ? "w7d" : "w30d";
     if (seg < 0)
         snprintf(tail, sizeof(tail), ":%s", name);
     else
         snprintf(tail, sizeof(tail), ":seg:%d:%s", seg, name);
-    ps_batch_begin(b, "HSET");
+    ps_batch_begin(b, "EVAL");
+    ps_batch_arg_cstr(b, ps_window_hash_lua);
+    ps_batch_arg_cstr(b, "1");
     ps_batch_arg_key(b, "cohort:", id, tail);
-    ps_batch_arg_cstr(b, "n");
-    ps_batch_arg_i64(b, (int64_t)st.n);
-    ps_batch_arg_cstr(b, "sum");
-    ps_batch_arg_dbl(b, st.sum);
-    ps_batch_arg_cstr(b, "mean");
-    ps_batch_arg_real(b, st.mean);
-    ps_batch_arg_cstr(b, "std");
-    ps_batch_arg_real(b, st.std);
-    ps_batch_arg_cstr(b, "p_spend_gt");
-    ps_batch_arg_real(b, st.p_ge);
-    ps_batch_arg_cstr(b, "active");
-    ps_batch_arg_i64(b, (int64_t)st.active);
-    ps_batch_arg_cstr(b, "start_ms");
-    ps_batch_arg_i64(b, ps_window_span_start_ms(sl->w, c->span[r]));
-    ps_batch_arg_cstr(b, "end_ms");
+    ps_batch_arg_i64(b, now.n - pub->n);
+    /* Differences of doubles in long double (exact unless their exponents
+     * are more than 11 apart), written with 21 digits, which Redis parses
+     * with strtold and adds in long double: this instance's share of the
+     * hash then equals its current totals exactly (the sum of the
+     * differences telescopes), whatever the flushes in between, and an
+     * emptied window takes back exactly what it had added. */
+    ps_batch_arg_fmt(b, "%.21Lg", (long double)now.sum - pub->sum);
+    ps_batch_arg_fmt(b, "%.21Lg", (long double)now.sumsq - pub->sumsq);
+    ps_batch_arg_i64(b, now.active - pub->active);
+    ps_batch_arg_i64(b, now.pushed - pub->pushed);
+    ps_batch_arg_i64(b, now.start_ms);
     ps_batch_arg_i64(b, now.end_ms);
+    ps_batch_arg_dbl(b, c->threshold);
     ps_batch_end(b);
     sl->pend[r] = now;
     sl->pend_set[r] = 1;
@@ -828,6 +925,10 @@ static void coh_write_shared(void *self, ps_batch *b)
     cohorts *c = self;
     uint32_t gen = ps_pipeline_generation(c->pipe);
     char id[PS_MONTH_STR_SIZE];
+    for (size_t i = 0; i < c->wins_n; i++)
+        for (int s = 0; s <= c->k; s++)
+            c->wins[i]->slot[s].pend_set[R7] =
+                c->wins[i]->slot[s].pend_set[R30] = 0;
     for (size_t i = 0; i < c->wins_n; i++) {
         cohort_win *g = c->wins[i];
         if (g->changed_gen <= gen ||
@@ -851,7 +952,7 @@ static void coh_flushed(void *self)
             win_slot *sl = &c->wins[i]->slot[s];
             for (int r = 0; r < 2; r++) {
                 if (sl->pend_set[r])
-                    sl->last[r] = sl->pend[r];
+                    sl->pub[r] = sl->pend[r];
                 sl->pend_set[r] = 0;
             }
         }
@@ -973,14 +1074,15 @@ static void coh_load_field(void *self, ps_entity *e, void *state,
 }
 
 /*
- * Customer state, version 3 (little-endian, buf.h):
+ * Customer state, version 4 (little-endian, buf.h):
  *   u8 version, u32 has, u32 month, u64 active[0], u64 active[1],
  *   u32 seg1, member all_m, member seg_m        (version 2 ends here)
  *   u8 fixed,
  *   u32 n, n x { u32 seg, member }               left segments' members
  *   u32 n, n x { u32 month, f64 revenue }        provisional: months
- *   u32 n, n x { i64 bucket, u32 seg + 1, u32 count, f64 sum, f64 m2 }
- *                                                provisional: spend
+ *   u32 n, n x { i64 bucket, u32 seg + 1, u32 count, f64 sum, f64 m2,
+ *                f64 sq }                        provisional: spend
+ * Version 3 is the same without sq (computed as m2 + sum^2 / count).
  */
 static void coh_save_customer(void *self, const ps_entity *cust,
                               const void *state, ps_wbuf *w)
@@ -1016,12 +1118,13 @@ static void coh_save_customer(void *self, const ps_entity *cust,
         ps_wbuf_u32(w, e->s.n);
         ps_wbuf_f64(w, e->s.sum);
         ps_wbuf_f64(w, e->s.m2);
+        ps_wbuf_f64(w, e->s.sq);
     }
 }
 
-/* Version 3's tail: fixed and the history.  Bounds every count by the
- * bytes left, so a corrupt blob cannot make it allocate much. */
-static int load_hist(cohorts *c, cohort_cust *cc, ps_rbuf *r)
+/* Version 3 and 4's tail: fixed and the history.  Bounds every count by
+ * the bytes left, so a corrupt blob cannot make it allocate much. */
+static int load_hist(cohorts *c, cohort_cust *cc, ps_rbuf *r, int version)
 {
     uint8_t fixed;
     uint32_t n, v, seg;
@@ -1067,10 +1170,14 @@ static int load_hist(cohorts *c, cohort_cust *cc, ps_rbuf *r)
         memset(&e, 0, sizeof(e));
         if (ps_rbuf_i64(r, &e.bucket) < 0 || ps_rbuf_u32(r, &seg) < 0 ||
             ps_rbuf_u32(r, &e.s.n) < 0 || ps_rbuf_f64(r, &e.s.sum) < 0 ||
-            ps_rbuf_f64(r, &e.s.m2) < 0)
+            ps_rbuf_f64(r, &e.s.m2) < 0 ||
+            (version >= 4 && ps_rbuf_f64(r, &e.s.sq) < 0))
             return PS_ERR_STATE;
+        if (version < 4 && e.s.n > 0)
+            e.s.sq = e.s.m2 + e.s.sum * e.s.sum / e.s.n;
         if (e.bucket < 0 || e.s.n == 0 || !isfinite(e.s.sum) ||
             e.s.sum < 0 || !isfinite(e.s.m2) || e.s.m2 < 0 ||
+            !isfinite(e.s.sq) || e.s.sq < 0 ||
             seg > (uint32_t)PS_KMEANS_MAX_K)
             return PS_ERR_STATE;
         e.seg = (int32_t)seg - 1;
@@ -1115,7 +1222,7 @@ static int coh_load_customer(void *self, ps_entity *cust, void *state,
     if (version == 2)
         return PS_OK;
     /* on failure the pipeline calls forget_customer, which frees h */
-    return load_hist(c, cc, r);
+    return load_hist(c, cc, r, version);
 }
 
 static void coh_forget_customer(void *self, ps_entity *cust, void *state)
@@ -1126,12 +1233,39 @@ static void coh_forget_customer(void *self, ps_entity *cust, void *state)
 }
 
 /*
- * ps:state:agg:cohorts, version 1 (little-endian, buf.h):
+ * ps:state:agg:cohorts, version 2 (little-endian, buf.h):
  *   u8 version, i64 bucket_ms, u32 buckets (30 days), u32 ahead,
  *   u32 span7, u32 count, then count x
- *   { u32 month, u32 rings, rings x { u32 slot, ps_window_save blob } }
- * slot 0 is the cohort's ring, 1 + s segment s's.
+ *   { u32 month, u32 rings, rings x { u32 slot, tot 7d, tot 30d,
+ *                                     ps_window_save blob } }
+ *   tot: i64 n, i64 active, i64 pushed, f64 sum, f64 sumsq, i64 start_ms,
+ *        i64 end_ms -- the published totals as they are once this flush
+ *        has succeeded (the blob is written in the same transaction).
+ * slot 0 is the cohort's ring, 1 + s segment s's.  Version 1 has no tot.
  */
+static void save_tot(ps_wbuf *w, const win_tot *t)
+{
+    ps_wbuf_i64(w, t->n);
+    ps_wbuf_i64(w, t->active);
+    ps_wbuf_i64(w, t->pushed);
+    ps_wbuf_f64(w, t->sum);
+    ps_wbuf_f64(w, t->sumsq);
+    ps_wbuf_i64(w, t->start_ms);
+    ps_wbuf_i64(w, t->end_ms);
+}
+
+static int load_tot(ps_rbuf *r, win_tot *t)
+{
+    if (ps_rbuf_i64(r, &t->n) < 0 || ps_rbuf_i64(r, &t->active) < 0 ||
+        ps_rbuf_i64(r, &t->pushed) < 0 || ps_rbuf_f64(r, &t->sum) < 0 ||
+        ps_rbuf_f64(r, &t->sumsq) < 0 || ps_rbuf_i64(r, &t->start_ms) < 0 ||
+        ps_rbuf_i64(r, &t->end_ms) < 0)
+        return PS_ERR_STATE;
+    if (!isfinite(t->sum) || !isfinite(t->sumsq))
+        return PS_ERR_STATE;
+    return PS_OK;
+}
+
 static int coh_save_state(void *self, ps_wbuf *w)
 {
     cohorts *c = self;
@@ -1155,15 +1289,49 @@ static int coh_save_state(void *self, ps_wbuf *w)
         ps_wbuf_u32(w, (uint32_t)g->month);
         ps_wbuf_u32(w, rings);
         for (int s = 0; s <= c->k; s++) {
-            if (g->slot[s].w == NULL)
+            const win_slot *sl = &g->slot[s];
+            if (sl->w == NULL)
                 continue;
             ps_wbuf_u32(w, (uint32_t)s);
-            ps_window_save(g->slot[s].w, w);
+            for (int r = 0; r < 2; r++) /* write_shared ran before */
+                save_tot(w, sl->pend_set[r] ? &sl->pend[r] : &sl->pub[r]);
+            ps_window_save(sl->w, w);
         }
     }
     return 1;
 }
 
+/* Version 1 kept no published totals: its hashes held, as HSET values,
+ * the totals of the saved ring (single instance), and no sumsq or pushed
+ * field.  Those are what this instance has published. */
+static void v1_published(const ps_window *saved, uint32_t span7,
+                         win_slot *sl)
+{
+    ps_window_counters wc;
+    ps_window_get_counters(saved, &wc);
+    for (int r = 0; r < 2; r++) {
+        ps_window_stats st;
+        uint32_t span = r == R7 ? span7 : ps_window_get_conf(saved)->buckets;
+        ps_window_query_span(saved, span, 0, &st);
+        win_tot *t = &sl->pub[r];
+        t->n = (int64_t)st.n;
+        t->active = (int64_t)st.active;
+        t->sum = st.sum;
+        t->sumsq = 0;            /* no such field: Redis has 0 */
+        t->pushed = (int64_t)wc.pushed; /* no field; count from now on */
+        t->start_ms = ps_window_span_start_ms(saved, span);
+        t->end_ms = ps_window_end_ms(saved);
+    }
+}
+
+/*
+ * Rings of the same shape (bucket width, 30-day buckets, 7-day span; the
+ * saved ring may have fewer ahead buckets, e.g. version 1's 3) are
+ * restored; of another shape they are read, and this instance starts
+ * with empty rings but keeps what it had published, so its first flush
+ * takes its old contributions back out of the hashes.  Rings of segments
+ * beyond segments_k are dropped.
+ */
 static int coh_load_state(void *self, const void *blob, size_t len)
 {
     cohorts *c = self;
@@ -1178,14 +1346,17 @@ static int coh_load_state(void *self, const void *blob, size_t len)
     uint32_t next_gen = ps_pipeline_generation(c->pipe) + 1;
 
     ps_rbuf_init(&r, blob, len);
-    if (ps_rbuf_u8(&r, &version) < 0 || version != WINDOWS_STATE_VERSION ||
-        ps_rbuf_i64(&r, &bms) < 0 || ps_rbuf_u32(&r, &buckets) < 0 ||
-        ps_rbuf_u32(&r, &ahead) < 0 || ps_rbuf_u32(&r, &span7) < 0 ||
-        ps_rbuf_u32(&r, &count) < 0)
+    if (ps_rbuf_u8(&r, &version) < 0 || version < 1 ||
+        version > WINDOWS_STATE_VERSION || ps_rbuf_i64(&r, &bms) < 0 ||
+        ps_rbuf_u32(&r, &buckets) < 0 || ps_rbuf_u32(&r, &ahead) < 0 ||
+        ps_rbuf_u32(&r, &span7) < 0 || ps_rbuf_u32(&r, &count) < 0)
         return PS_ERR_STATE;
-    if (bms != c->wconf.bucket_ms || buckets != c->wconf.buckets ||
-        ahead != c->wconf.ahead || span7 != c->span[R7])
-        return PS_OK; /* another window shape: start the windows afresh */
+    bool same = bms == c->wconf.bucket_ms && buckets == c->wconf.buckets &&
+                ahead <= c->wconf.ahead && span7 == c->span[R7];
+    ps_window_conf sconf = {bms, buckets, ahead};
+    if (ps_window_conf_check(&sconf, NULL, 0) < 0 || span7 < 1 ||
+        span7 > buckets)
+        return PS_ERR_STATE;
     /* each cohort takes at least 8 bytes: bounds the allocation */
     if (count > ps_rbuf_left(&r) / 8)
         return PS_ERR_STATE;
@@ -1204,36 +1375,50 @@ static int coh_load_state(void *self, const void *blob, size_t len)
         if ((wins[n] = win_new(c, mo)) == NULL)
             goto fail;
         n++;
+        cohort_win *g = wins[n - 1];
         for (uint32_t j = 0; j < rings; j++) {
+            win_tot tot[2];
+            memset(tot, 0, sizeof(tot));
             if (ps_rbuf_u32(&r, &slot) < 0 || (j == 0 && slot != 0) ||
                 (j > 0 && slot <= prev))
                 goto fail;
             prev = slot;
+            if (version >= 2 &&
+                (load_tot(&r, &tot[0]) < 0 || load_tot(&r, &tot[1]) < 0))
+                goto fail;
+            win_slot *sl = slot <= (uint32_t)c->k ? &g->slot[slot] : NULL;
+            if (sl != NULL && sl->w == NULL &&
+                (sl->w = ps_window_new(&c->wconf, NULL, 0)) == NULL)
+                goto fail;
             ps_window *w;
-            if (slot <= (uint32_t)c->k) {
-                if (wins[n - 1]->slot[slot].w == NULL &&
-                    (wins[n - 1]->slot[slot].w =
-                         ps_window_new(&c->wconf, NULL, 0)) == NULL)
-                    goto fail;
-                w = wins[n - 1]->slot[slot].w;
-            } else { /* a segment beyond k now: read and drop */
+            if (sl != NULL && same) {
+                w = sl->w;
+            } else { /* read into a ring of the saved shape, then drop */
                 if (scratch == NULL &&
-                    (scratch = ps_window_new(&c->wconf, NULL, 0)) == NULL)
+                    (scratch = ps_window_new(&sconf, NULL, 0)) == NULL)
                     goto fail;
                 w = scratch;
             }
             if (ps_window_load(w, &r, err, sizeof(err)) < 0)
                 goto fail;
+            if (sl == NULL)
+                continue; /* a segment beyond k now */
+            if (version >= 2) {
+                sl->pub[R7] = tot[0];
+                sl->pub[R30] = tot[1];
+            } else {
+                v1_published(w, span7, sl);
+            }
         }
         /* the cohort's ring comes first; the others share its position */
-        if (rings == 0 || wins[n - 1]->slot[0].w == NULL)
+        if (rings == 0 || g->slot[0].w == NULL)
             goto fail;
         for (int s = 1; s <= c->k; s++)
-            if (wins[n - 1]->slot[s].w != NULL &&
-                ps_window_end_ms(wins[n - 1]->slot[s].w) !=
-                    ps_window_end_ms(wins[n - 1]->slot[0].w))
+            if (g->slot[s].w != NULL &&
+                ps_window_end_ms(g->slot[s].w) !=
+                    ps_window_end_ms(g->slot[0].w))
                 goto fail;
-        wins[n - 1]->changed_gen = next_gen; /* publish once after start */
+        g->changed_gen = next_gen; /* publish once after start */
     }
     if (ps_rbuf_left(&r) != 0)
         goto fail;

@@ -37,7 +37,7 @@
 #include "../common/error.h"
 #include "normal.h"
 
-#define WINDOW_STATE_VERSION 1
+#define WINDOW_STATE_VERSION 2 /* 1: buckets without sq */
 /* Larger times are invalid (year ~146 million): keeps every position and
  * millisecond computation below clear of int64 overflow. */
 #define MAX_TS (INT64_MAX / 2)
@@ -48,6 +48,7 @@ typedef struct bucket {
     uint32_t cnt; /* customers attributed here (see above) */
     double sum;   /* their amounts */
     double m2;    /* sum of squared deviations from sum / n */
+    double sq;    /* sum of squared amounts (the additive moment) */
 } bucket;
 
 struct ps_window {
@@ -387,6 +388,7 @@ ps_window_result ps_window_add(ps_window *w, int64_t ts_ms, double amount,
     bk->n++;
     bk->sum += amount;
     bk->m2 += (amount - mean0) * (amount - bk->sum / bk->n);
+    bk->sq += amount * amount;
     if (m != NULL)
         member_activity(w, m, k);
     return res;
@@ -416,6 +418,7 @@ void ps_window_spend_add(ps_window_spend *s, double amount)
     s->n++;
     s->sum += amount;
     s->m2 += (amount - mean0) * (amount - s->sum / s->n);
+    s->sq += amount * amount;
 }
 
 /* The ring bucket of ts for unadd / merge, or NULL with *res set. */
@@ -439,9 +442,15 @@ static bucket *bucket_in_ring(ps_window *w, int64_t ts_ms,
     return bucket_at(w, k);
 }
 
+static double spend_sq(const ps_window_spend *s)
+{
+    return s->sq;
+}
+
 static bool spend_ok(const ps_window_spend *s)
 {
-    return isfinite(s->sum) && s->sum >= 0 && isfinite(s->m2) && s->m2 >= 0;
+    return isfinite(s->sum) && s->sum >= 0 && isfinite(s->m2) &&
+           s->m2 >= 0 && isfinite(s->sq) && s->sq >= 0;
 }
 
 ps_window_result ps_window_unadd(ps_window *w, int64_t ts_ms,
@@ -469,6 +478,7 @@ ps_window_result ps_window_unadd(ps_window *w, int64_t ts_ms,
         bk->n = 0;
         bk->sum = 0;
         bk->m2 = 0;
+        bk->sq = 0;
         return PS_WINDOW_ADDED;
     }
     /* Chan: m2 = m2r + m2s + d^2 nr ns / n, with d = mean_s - mean_r */
@@ -477,9 +487,12 @@ ps_window_result ps_window_unadd(ps_window *w, int64_t ts_ms,
         sr = 0;
     double d = s->sum / s->n - sr / nr;
     double m2r = bk->m2 - s->m2 - d * d * ((double)nr * s->n / bk->n);
+    double sqr = bk->sq - spend_sq(s);
     bk->n = nr;
     bk->sum = sr;
     bk->m2 = nr == 1 || !(m2r > 0) ? 0 : m2r;
+    /* one amount left: its square exactly; else clamp the rounding */
+    bk->sq = nr == 1 ? sr * sr : sqr > 0 ? sqr : 0;
     return PS_WINDOW_ADDED;
 }
 
@@ -509,11 +522,13 @@ ps_window_result ps_window_merge(ps_window *w, int64_t ts_ms,
         bk->n = s->n;
         bk->sum = s->sum;
         bk->m2 = s->m2;
+        bk->sq = spend_sq(s);
         return PS_WINDOW_ADDED;
     }
     double d = s->sum / s->n - bk->sum / bk->n;
     double n = (double)bk->n + s->n;
     bk->m2 += s->m2 + d * d * ((double)bk->n * s->n / n);
+    bk->sq += spend_sq(s);
     bk->n += s->n;
     bk->sum += s->sum;
     return PS_WINDOW_ADDED;
@@ -589,7 +604,7 @@ void ps_window_query_span(const ps_window *w, uint32_t span, double threshold,
                           ps_window_stats *out)
 {
     uint64_t n = 0, active = 0;
-    double sum = 0, m2 = 0;
+    double sum = 0, m2 = 0, sq = 0;
 
     span = clamp_span(w, span);
     for (int64_t k = w->cur - (int64_t)span; k < w->cur; k++) {
@@ -597,6 +612,7 @@ void ps_window_query_span(const ps_window *w, uint32_t span, double threshold,
         active += bk->cnt;
         if (bk->n == 0)
             continue;
+        sq += bk->sq; /* in bucket order: independent of arrival order */
         if (n == 0) {
             n = bk->n;
             sum = bk->sum;
@@ -612,6 +628,7 @@ void ps_window_query_span(const ps_window *w, uint32_t span, double threshold,
     }
     out->n = n;
     out->sum = sum;
+    out->sumsq = sq;
     out->mean = n ? sum / (double)n : 0;
     out->std = n >= 2 ? sqrt((m2 > 0 ? m2 : 0) / (double)(n - 1)) : 0;
     out->p_ge = n ? ps_normal_tail(out->mean, out->std, threshold) : 0;
@@ -619,15 +636,50 @@ void ps_window_query_span(const ps_window *w, uint32_t span, double threshold,
 }
 
 /* ---------------------------------------------------------------------- */
+/* The published hash (window.h, "Combining instances")                     */
+/* ---------------------------------------------------------------------- */
+
+/* The tail is Abramowitz & Stegun 26.2.17 (Zelen & Severo): for x >= 0,
+ * Q(x) = phi(x) (b1 t + .. + b5 t^5), t = 1 / (1 + 0.2316419 x),
+ * |error| < 7.5e-8; Q(-x) = 1 - Q(x). */
+const char ps_window_hash_lua[] =
+    "local k,a=KEYS[1],ARGV\n"
+    "local n=redis.call('HINCRBY',k,'n',a[1])\n"
+    "local s=tonumber(redis.call('HINCRBYFLOAT',k,'sum',a[2]))\n"
+    "local q=tonumber(redis.call('HINCRBYFLOAT',k,'sumsq',a[3]))\n"
+    "redis.call('HINCRBY',k,'active',a[4])\n"
+    "redis.call('HINCRBY',k,'pushed',a[5])\n"
+    "for i,f in ipairs({'start_ms','end_ms'}) do\n"
+    "local v=tonumber(redis.call('HGET',k,f))\n"
+    "if not v or tonumber(a[5+i])>v then redis.call('HSET',k,f,a[5+i]) end\n"
+    "end\n"
+    "local m,d,p,t=0,0,0,tonumber(a[8])\n"
+    "if n>0 then\n"
+    "m=s/n\n"
+    "if n>1 then local v=(q-s*s/n)/(n-1) if v>0 then d=math.sqrt(v) end end\n"
+    "if d>0 then\n"
+    "local z=(t-m)/d\n"
+    "local x=math.abs(z)\n"
+    "local u=1/(1+0.2316419*x)\n"
+    "p=0.3989422804014327*math.exp(-x*x/2)*u*(0.31938153+u*(-0.356563782+"
+    "u*(1.781477937+u*(-1.821255978+u*1.330274429))))\n"
+    "if z<0 then p=1-p end\n"
+    "elseif m>=t then p=1 end\n"
+    "end\n"
+    "local function f(x) return string.format('%.10g',x) end\n"
+    "redis.call('HSET',k,'mean',f(m),'std',f(d),'p_spend_gt',f(p))\n"
+    "return n\n";
+
+/* ---------------------------------------------------------------------- */
 /* Saved state                                                              */
 /* ---------------------------------------------------------------------- */
 
 /*
- * Version 1, little-endian (buf.h):
+ * Version 2, little-endian (buf.h):
  *   u8 version, i64 bucket_ms, u32 buckets, u32 ahead, i64 cur,
  *   u64 late, pushed, invalid, broken,
- *   ring: R x (u32 n, u32 cnt, f64 sum, f64 m2) for buckets cur - B ..
- *         cur + A - 1 in that order,
+ *   ring: R x (u32 n, u32 cnt, f64 sum, f64 m2, f64 sq) for buckets
+ *         cur - B .. cur + A - 1 in that order,
  *   moves: for each ahead bucket cur .. cur + A - 1: u32 count, then
  *         count x (u32 d, u32 value), d strictly increasing in 1 .. B - 1.
  */
@@ -651,6 +703,7 @@ void ps_window_save(const ps_window *w, ps_wbuf *out)
         ps_wbuf_u32(out, bk->cnt);
         ps_wbuf_f64(out, bk->sum);
         ps_wbuf_f64(out, bk->m2);
+        ps_wbuf_f64(out, bk->sq);
     }
     for (int64_t u = w->cur; u < w->cur + a; u++) {
         const uint32_t *row = leave_row(ww, u);
@@ -683,14 +736,16 @@ int ps_window_load(ps_window *w, ps_rbuf *in, char *errstr, size_t errstr_size)
 
     if (ps_rbuf_u8(in, &version) < 0)
         return load_fail(NULL, errstr, errstr_size, "truncated");
-    if (version != WINDOW_STATE_VERSION)
+    if (version < 1 || version > WINDOW_STATE_VERSION)
         return load_fail(NULL, errstr, errstr_size, "unknown version");
     if (ps_rbuf_i64(in, &conf.bucket_ms) < 0 ||
         ps_rbuf_u32(in, &conf.buckets) < 0 ||
         ps_rbuf_u32(in, &conf.ahead) < 0 || ps_rbuf_i64(in, &cur) < 0)
         return load_fail(NULL, errstr, errstr_size, "truncated");
+    /* fewer ahead buckets than w's: the saved ring fits (a migration) */
     if (conf.bucket_ms != w->conf.bucket_ms ||
-        conf.buckets != w->conf.buckets || conf.ahead != w->conf.ahead)
+        conf.buckets != w->conf.buckets || conf.ahead > w->conf.ahead ||
+        conf.ahead < 1)
         return load_fail(NULL, errstr, errstr_size,
                          "saved with another configuration");
     int64_t b = conf.buckets, a = conf.ahead;
@@ -710,10 +765,14 @@ int ps_window_load(ps_window *w, ps_rbuf *in, char *errstr, size_t errstr_size)
     for (int64_t k = cur - b; k < cur + a; k++) {
         bucket *bk = bucket_at(tmp, k);
         if (ps_rbuf_u32(in, &bk->n) < 0 || ps_rbuf_u32(in, &bk->cnt) < 0 ||
-            ps_rbuf_f64(in, &bk->sum) < 0 || ps_rbuf_f64(in, &bk->m2) < 0)
+            ps_rbuf_f64(in, &bk->sum) < 0 || ps_rbuf_f64(in, &bk->m2) < 0 ||
+            (version >= 2 && ps_rbuf_f64(in, &bk->sq) < 0))
             return load_fail(tmp, errstr, errstr_size, "truncated");
+        if (version == 1) /* the moment from M2 (rounded once) */
+            bk->sq = bk->n ? bk->m2 + bk->sum * bk->sum / bk->n : 0;
         if (!isfinite(bk->sum) || bk->sum < 0 || !isfinite(bk->m2) ||
-            bk->m2 < 0 || (bk->n == 0 && (bk->sum != 0 || bk->m2 != 0)) ||
+            bk->m2 < 0 || !isfinite(bk->sq) || bk->sq < 0 ||
+            (bk->n == 0 && (bk->sum != 0 || bk->m2 != 0 || bk->sq != 0)) ||
             (bk->n == 1 && bk->m2 != 0))
             return load_fail(tmp, errstr, errstr_size, "bad bucket");
         if (k < 0 && (bk->n != 0 || bk->cnt != 0))
@@ -745,8 +804,18 @@ int ps_window_load(ps_window *w, ps_rbuf *in, char *errstr, size_t errstr_size)
     }
     w->cur = tmp->cur;
     w->counters = tmp->counters;
-    memcpy(w->buckets, tmp->buckets, w->ring * sizeof(bucket));
-    memcpy(w->leave, tmp->leave, leave_len(&w->conf) * sizeof(uint32_t));
+    if (a == w->conf.ahead) {
+        memcpy(w->buckets, tmp->buckets, w->ring * sizeof(bucket));
+        memcpy(w->leave, tmp->leave, leave_len(&w->conf) * sizeof(uint32_t));
+    } else { /* bucket by bucket into the larger ring */
+        memset(w->buckets, 0, w->ring * sizeof(bucket));
+        memset(w->leave, 0, leave_len(&w->conf) * sizeof(uint32_t));
+        for (int64_t k = cur - b; k < cur + a; k++)
+            *bucket_at(w, k) = *bucket_at(tmp, k);
+        for (int64_t u = cur; u < cur + a; u++)
+            memcpy(leave_row(w, u), leave_row(tmp, u),
+                   (size_t)b * sizeof(uint32_t));
+    }
     ps_window_destroy(tmp);
     return PS_OK;
 }

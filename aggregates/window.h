@@ -23,14 +23,20 @@
  * 168 for 7 days and 720 for 30 days, 2 ahead buckets (watermark's bucket
  * + 1 h of lateness).  Both windows end at the same boundary, so readers
  * comparing 7d and 30d compare the same instant.  Memory per window:
- * ps_window_bytes(): 24 bytes per ring bucket + 4 * A * B bytes of
- * scheduled moves (below) + 80 bytes: 7d 5,504 B, 30d 23,168 B.
+ * ps_window_bytes(): 32 bytes per ring bucket + 4 * A * B bytes of
+ * scheduled moves (below) + 80 bytes: 7d 6,864 B, 30d 28,944 B; the
+ * cohorts' 30-day ring with A = 50 (cohorts.c) 168,720 B.
  *
  * Spend per bucket: n, sum and M2 (sum of squared deviations from the
  * bucket mean, updated with Welford's recurrence, mean = sum / n); the
  * window merges its buckets with Chan et al.'s pairwise formula
- * (M2 = M2a + M2b + d^2 na nb / n), so the variance is as accurate as a
- * two-pass computation, not sum-of-squares cancellation.
+ * (M2 = M2a + M2b + d^2 na nb / n), so the variance of a query is as
+ * accurate as a two-pass computation, not sum-of-squares cancellation.
+ * Each bucket also keeps the plain sum of squared amounts, the additive
+ * moment a published hash is combined with (below); a query sums it
+ * over the buckets in bucket order, so for amounts whose sums are exact
+ * in binary (integers, cents times powers of two, ...) it does not
+ * depend on the order the amounts arrived in.
  *
  * Distinct active customers, exactly.  Each customer is attributed to ONE
  * bucket: the latest bucket before `cur` in which it was active.  Then
@@ -56,8 +62,21 @@
  * Time only moves forward.  Events before the window start are ignored
  * (PS_WINDOW_LATE).  An event beyond the ahead buckets pushes the window
  * forward so that it fits (PS_WINDOW_PUSHED; the window then ends later
- * than the watermark says) rather than being lost: size A for the
- * lateness plus the skew between the partitions feeding the window.
+ * than the watermark says, counted in ps_window_counters.pushed) rather
+ * than being lost: size A for the lateness plus the skew between the
+ * partitions feeding the window.
+ *
+ * What the content is.  The position only moves forward, so an event
+ * ignored as late lies before every later window start too, and an event
+ * beyond the ahead buckets is applied (pushing).  Hence whatever order
+ * the events came in and whenever ps_window_advance was called, the
+ * window at position cur holds exactly the events with ts in
+ * [(cur - B) * bucket_ms, cur * bucket_ms) applied so far: if the
+ * caller's positions are a function of something order-independent (a
+ * watermark restored across restarts), so is the content.  The only
+ * order dependence is a push past where the caller would have moved the
+ * window: the window then stays ahead until the caller's position
+ * catches up (pushed counts those events).
  *
  * No allocation after ps_window_new(); add/touch are O(1) (bit operations
  * on the member), advance is O(B) per bucket passed (O(B + A) total when
@@ -147,6 +166,8 @@ int64_t ps_window_end_ms(const ps_window *w);
 typedef struct ps_window_stats {
     uint64_t n;      /* spend events in [start, end) */
     double sum;      /* their total */
+    double sumsq;    /* total of their squares (per-bucket sums added in
+                        bucket order; the additive moment) */
     double mean;     /* 0 when n = 0 */
     double std;      /* sample std (ddof = 1); 0 when n < 2 */
     double p_ge;     /* P(amount >= threshold) under N(mean, std^2);
@@ -172,14 +193,15 @@ int64_t ps_window_span_start_ms(const ps_window *w, uint32_t span);
  * Moving a customer's contributions between two windows (cohorts.c moves
  * a customer to another cohort when its signup_ts arrives late).
  *
- * A customer's spend in one bucket, as a window keeps it: count, sum and
- * M2 about the mean (Welford).  Accumulate with ps_window_spend_add in the
+ * A customer's spend in one bucket, as a window keeps it: count, sum,
+ * M2 about the mean (Welford) and the sum of squares.  Accumulate with ps_window_spend_add in the
  * order the amounts were given to ps_window_add.
  */
 typedef struct ps_window_spend {
     uint32_t n;
     double sum;
     double m2;
+    double sq; /* sum of squared amounts */
 } ps_window_spend;
 
 void ps_window_spend_add(ps_window_spend *s, double amount);
@@ -224,9 +246,36 @@ typedef struct ps_window_counters {
 void ps_window_get_counters(const ps_window *w, ps_window_counters *out);
 
 /*
- * Saved state (version 1): the configuration, position, counters, the
- * ring and the non-zero scheduled moves.  ps_window_load() reads into w,
- * whose configuration must equal the saved one; on any error (truncated,
+ * Combining instances.  Several processes, each with its own windows over
+ * a disjoint set of customers, publish one Redis hash per window by
+ * adding their changes: each keeps the totals it has published and sends
+ * the difference to its current ones.  ps_window_hash_lua is the script
+ * that applies them, run as
+ *
+ *   EVAL <script> 1 <key> dn dsum dsumsq dactive dpushed start_ms end_ms T
+ *
+ * It adds dn to field n, dsum to sum, dsumsq to sumsq (HINCRBYFLOAT),
+ * dactive to active and dpushed to pushed (HINCRBY); sets start_ms and
+ * end_ms to the given values when larger than the stored ones (absent =
+ * smaller); then recomputes from the resulting totals mean = sum / n,
+ * std = sqrt((sumsq - sum^2 / n) / (n - 1)) (0 when n < 2 or not > 0)
+ * and p_spend_gt = P(X >= T) for X ~ N(mean, std^2), 1 if mean >= T else
+ * 0 when std = 0, 0 when n <= 0 (the conventions of ps_window_query),
+ * written with 10 significant digits.  Returns the new n.  The tail is
+ * Abramowitz & Stegun 26.2.17 (absolute error < 7.5e-8; Lua 5.1 has no
+ * erf).  The variance from sums of squares loses about
+ * 1e-16 * (mean / std)^2 of relative accuracy (negligible unless the
+ * amounts agree to 6+ digits).
+ */
+extern const char ps_window_hash_lua[];
+
+/*
+ * Saved state (version 2; version 1, without the sums of squares, loads
+ * with them computed from n, sum and M2): the configuration, position,
+ * counters, the ring and the non-zero scheduled moves.  ps_window_load()
+ * reads into w, whose configuration must equal the saved one except that
+ * w may have more ahead buckets (the saved ring then fills the first
+ * ones); on any error (truncated,
  * wrong version, other configuration, values out of range) it returns
  * PS_ERR_STATE with errstr and leaves w unchanged.  It allocates a
  * scratch window of the same size while loading (PS_ERR_NOMEM if that

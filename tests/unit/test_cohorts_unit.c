@@ -18,18 +18,28 @@
  * naive recomputation over the raw events.  The test keeps every event
  * with the segment the customer had when it was applied (ps_segments_of
  * right after the apply), replays the window position rule itself
- * (end = floor(watermark / 1 h) h, forward only, pushed by events beyond
- * the 3 ahead buckets; events older than the 30-day start on arrival are
- * ignored), emulates Redis by applying every window HSET of each flush to
- * a table, and after each flush compares every hash with the naive
- * numbers over [start_ms, end_ms): n, sum, mean, std (two-pass), p_spend_gt,
- * distinct active customers.  Events arrive out of order (up to 3 h
+ * (end = floor(global watermark / 1 h) h, forward only, placed at the
+ * first event's ts - lateness before any watermark, pushed by events
+ * beyond the 50 ahead buckets; events older than the 30-day start on
+ * arrival are ignored), emulates Redis by applying every window EVAL of
+ * each flush to a table as ps_window_hash_lua would (eval_window: the
+ * additive deltas, the maxima of start_ms / end_ms, derived fields from
+ * the totals), and after each flush compares every hash with the naive
+ * numbers over [start_ms, end_ms): n, sum, sumsq, mean, std (two-pass),
+ * p_spend_gt, distinct active customers, and `pushed` with the model's
+ * pushes.  Events arrive out of order (up to 3 h
  * jitter), some days late (accepted inside the 30-day window, outside the
  * 7-day one, or ignored), some ahead (pushes); quiet periods make the
  * windows expire.  Midway the state is saved (the customers' and the
  * aggregates' blobs from the flush) and the run continues on a new
- * pipeline restored from it; a failed flush (no ps_pipeline_flushed) must
- * be written again by the next one.
+ * pipeline restored from it (with the partition's clock, as the run loop
+ * does); a failed flush (no ps_pipeline_flushed, nothing applied) must be
+ * written again by the next one: its differences are not lost, and not
+ * applied twice.
+ *
+ * test_interleavings: the same events from 16 partitions in different
+ * cross-partition orders (and with restarts) give identical cohort
+ * hashes (see there).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -46,6 +56,7 @@
 #include "../../aggregates/normal.h"
 #include "../../aggregates/pipeline.h"
 #include "../../aggregates/segments.h"
+#include "../../aggregates/window.h"
 #include "../../common/error.h"
 
 static ps_str S(const char *s) { return (ps_str){s, (uint32_t)strlen(s)}; }
@@ -208,23 +219,86 @@ static struct {
     int seg_left[NCUST][8]; /* customer left that segment (re-entry check) */
     int last_seg[NCUST];
     int reentries, late, pushed, ignored;
+    int pushes[2];       /* per cohort */
 } W;
+
+/* A window hash as Redis holds it after the EVALs of ps_window_hash_lua
+ * (emulated by eval_window below). */
+#define NWF 10
+enum { F_N, F_SUM, F_MEAN, F_STD, F_P, F_ACTIVE, F_START, F_END, F_SUMSQ,
+       F_PUSHED };
+static const char *fields[NWF] = {"n",      "sum",      "mean",     "std",
+                                  "p_spend_gt", "active", "start_ms",
+                                  "end_ms", "sumsq",  "pushed"};
+typedef struct whash {
+    long double f[NWF]; /* Redis adds floats in long double */
+    bool has[NWF];
+} whash;
 
 typedef struct hrec {
     char key[64];
-    double f[8]; /* n sum mean std p active start end */
+    long double f[NWF]; /* as fields[] */
     int written;
 } hrec;
 static hrec store[NKEYS];
-static const char *fields[8] = {"n",      "sum",    "mean",     "std",
-                                "p_spend_gt", "active", "start_ms", "end_ms"};
+
+/* What ps_window_hash_lua does to hash h (argv: EVAL script 1 key dn dsum
+ * dsumsq dactive dpushed start_ms end_ms T), in C: the increments, the
+ * maxima, and the derived fields from the totals with the C conventions
+ * (ps_normal_tail), rounded to 10 digits as the script writes them. */
+static void eval_window(whash *h, const char *const *argv, size_t argc)
+{
+    char buf[80];
+    assert_int_equal(argc, 12);
+    assert_string_equal(argv[1], ps_window_hash_lua);
+    assert_string_equal(argv[2], "1");
+    h->f[F_N] += (double)strtoll(argv[4], NULL, 10);
+    /* HINCRBYFLOAT: strtold, add, store as "%.17Lf" */
+    for (int i = 0; i < 2; i++) {
+        int f = i ? F_SUMSQ : F_SUM;
+        snprintf(buf, sizeof(buf), "%.17Lf",
+                 h->f[f] + strtold(argv[5 + i], NULL));
+        h->f[f] = strtold(buf, NULL);
+    }
+    h->f[F_ACTIVE] += (double)strtoll(argv[7], NULL, 10);
+    h->f[F_PUSHED] += (double)strtoll(argv[8], NULL, 10);
+    h->has[F_N] = h->has[F_SUM] = h->has[F_SUMSQ] = h->has[F_ACTIVE] =
+        h->has[F_PUSHED] = true;
+    for (int i = 0; i < 2; i++) {
+        long double v = (long double)strtoll(argv[9 + i], NULL, 10);
+        if (!h->has[F_START + i] || v > h->f[F_START + i])
+            h->f[F_START + i] = v;
+        h->has[F_START + i] = true;
+    }
+    double n = (double)h->f[F_N], s = (double)h->f[F_SUM],
+           q = (double)h->f[F_SUMSQ];
+    double t = strtod(argv[11], NULL), m = 0, d = 0, p = 0;
+    if (n > 0) {
+        m = s / n;
+        double v = n > 1 ? (q - s * s / n) / (n - 1) : 0;
+        d = v > 0 ? sqrt(v) : 0;
+        p = ps_normal_tail(m, d, t);
+    }
+    double out[3] = {m, d, p};
+    for (int i = 0; i < 3; i++) {
+        snprintf(buf, sizeof(buf), "%.10g", out[i]);
+        h->f[F_MEAN + i] = strtod(buf, NULL);
+        h->has[F_MEAN + i] = true;
+    }
+}
+
+static bool is_window_key(const char *key)
+{
+    return !strncmp(key, "ps:cohort:", 10) &&
+           (strstr(key, ":w7d") || strstr(key, ":w30d"));
+}
 
 typedef struct blob {
     char key[64];
     unsigned char *data;
     size_t len;
 } blob;
-static blob blobs[128];
+static blob blobs[1024];
 
 static void set_blob(const char *key, const char *data, size_t len)
 {
@@ -265,24 +339,43 @@ static int absorb(const ps_batch *b)
             set_blob(argv[1], argv[2], lens[2]);
             continue;
         }
-        if (strcmp(argv[0], "HSET") || strncmp(argv[1], "ps:cohort:", 10) ||
-            (!strstr(argv[1], ":w7d") && !strstr(argv[1], ":w30d")))
+        if (argc >= 4 && !strcmp(argv[0], "HSET"))
+            assert_false(is_window_key(argv[1])); /* only through EVAL */
+        if (strcmp(argv[0], "EVAL") || argc < 4 || !is_window_key(argv[3]))
             continue;
-        assert_int_equal(argc, 2 + 2 * 8);
         size_t k;
         for (k = 0; k < NKEYS && store[k].key[0]; k++)
-            if (!strcmp(store[k].key, argv[1]))
+            if (!strcmp(store[k].key, argv[3]))
                 break;
         assert_true(k < NKEYS);
-        snprintf(store[k].key, sizeof(store[k].key), "%s", argv[1]);
-        for (size_t a = 2; a + 1 < argc; a += 2) {
-            assert_string_equal(argv[a], fields[(a - 2) / 2]);
-            store[k].f[(a - 2) / 2] = strtod(argv[a + 1], NULL);
+        snprintf(store[k].key, sizeof(store[k].key), "%s", argv[3]);
+        whash h;
+        for (int f = 0; f < NWF; f++) {
+            h.f[f] = store[k].f[f];
+            h.has[f] = store[k].written > 0;
         }
+        eval_window(&h, argv, argc);
+        memcpy(store[k].f, h.f, sizeof(h.f));
         store[k].written++;
         written++;
     }
     return written;
+}
+
+/* Window EVALs in a batch. */
+static int count_windows(const ps_batch *b)
+{
+    const char *argv[32];
+    size_t lens[32];
+    int n = 0;
+    for (size_t i = 0; i < ps_batch_count(b); i++) {
+        size_t argc = ps_batch_argc(b, i);
+        if (argc > 32)
+            continue;
+        ps_batch_argv(b, i, argv, lens);
+        n += !strcmp(argv[0], "EVAL") && argc >= 4 && is_window_key(argv[3]);
+    }
+    return n;
 }
 
 static const hrec *stored(const char *key)
@@ -293,9 +386,11 @@ static const hrec *stored(const char *key)
     return NULL;
 }
 
-static void close_rel(double got, double want, const char *what)
+/* Within 1e-8 relative, or `extra` absolute. */
+static void close_rel_plus(double got, double want, double extra,
+                           const char *what)
 {
-    double tol = 1e-8 * (fabs(want) > 1 ? fabs(want) : 1);
+    double tol = 1e-8 * (fabs(want) > 1 ? fabs(want) : 1) + extra;
     if (!(fabs(got - want) <= tol)) {
         print_error("%s: got %.17g want %.17g\n", what, got, want);
         fail();
@@ -310,12 +405,15 @@ static void check_hash(int cohort, int seg, int days, const char *key)
     int64_t end = W.cur[cohort] * HOUR, start = end - days * 24 * HOUR;
     assert_true(h->f[7] == (double)end);
     assert_true(h->f[6] == (double)start);
-    double n = 0, sum = 0, ss = 0;
+    double n = 0, sum = 0, ss = 0, sq = 0, ever = 0, ever_sq = 0;
     int active = 0, seen_cust[NCUST] = {0};
     for (int i = 0; i < W.n; i++) {
         const wraw *e = &W.ev[i];
-        if (e->cohort != cohort || (seg >= 0 && e->seg != seg) ||
-            e->ts < start || e->ts >= end)
+        if (e->cohort != cohort || (seg >= 0 && e->seg != seg))
+            continue;
+        ever += e->amount;
+        ever_sq += e->amount * e->amount;
+        if (e->ts < start || e->ts >= end)
             continue;
         /* cohort level: distinct customers.  Segment level: distinct
          * customers with an event in the window while in that segment,
@@ -325,6 +423,7 @@ static void check_hash(int cohort, int seg, int days, const char *key)
         if (e->has_amount) {
             n++;
             sum += e->amount;
+            sq += e->amount * e->amount;
         }
     }
     double mean = n > 0 ? sum / n : 0;
@@ -338,13 +437,27 @@ static void check_hash(int cohort, int seg, int days, const char *key)
     double p = n > 0 ? ps_normal_tail(mean, sd, 70000) : 0;
     if (h->f[0] != n || h->f[5] != active)
         print_error("%s: n %g want %g, active %g want %d (events %d, re-entries %d)\n",
-                    key, h->f[0], n, h->f[5], active, W.n, W.reentries);
+                    key, (double)h->f[0], n, (double)h->f[5], active, W.n,
+                    W.reentries);
     assert_true(h->f[0] == n);
     assert_true(h->f[5] == active);
-    close_rel(h->f[1], sum, "sum");
-    close_rel(h->f[2], mean, "mean");
-    close_rel(h->f[3], sd, "std");
-    close_rel(h->f[4], p, "p_spend_gt");
+    /* Natively the sums of the differences are exact (long double); where
+     * long double is double (valgrind) they keep rounding residues of
+     * about 1e-16 of everything ever added */
+    double rs = 1e-14 * ever, rq = 1e-14 * ever_sq;
+    close_rel_plus(h->f[F_SUM], sum, rs, "sum");
+    close_rel_plus(h->f[F_SUMSQ], sq, rq, "sumsq");
+    close_rel_plus(h->f[F_MEAN], mean, n > 0 ? rs / n : 0, "mean");
+    /* 10 digits, and the variance from sums of squares */
+    double tol = 2e-9 * (sd > 1 ? sd : 1) + (n >= 2 ? sqrt(rq / (n - 1)) : 0);
+    if (!(fabs((double)h->f[F_STD] - sd) <= tol)) {
+        print_error("%s std: got %.17g want %.17g\n", key,
+                    (double)h->f[F_STD], sd);
+        fail();
+    }
+    assert_true(fabs((double)h->f[F_P] - p) <= 1e-8);
+    if (seg < 0)
+        assert_true(h->f[F_PUSHED] == W.pushes[cohort]);
 }
 
 static void check_all(void)
@@ -432,7 +545,7 @@ static void test_windows(void **state)
         W.last_seg[i] = -1;
 
     int64_t clock = day(2025, 2, 1), maxts = INT64_MIN;
-    const int64_t A = 3; /* ahead buckets: 1 h lateness / 1 h + 2 */
+    const int64_t A = 50; /* ahead buckets: 1 + 1 h lateness + 48 h skew */
     int nev = 6000, flushes = 0, rewrites = 0;
     for (int i = 0; i < nev; i++) {
         clock += (int64_t)(wrnd() * 40 * 60000);
@@ -446,6 +559,8 @@ static void test_windows(void **state)
             ts = clock - (int64_t)((3 + wrnd() * 35) * 24 * HOUR);
         else if (r < 0.035)
             ts = clock + (int64_t)(wrnd() * 6 * HOUR);
+        else if (r < 0.0365) /* beyond the ahead buckets: pushes */
+            ts = clock + (int64_t)((52 + wrnd() * 30) * HOUR);
         double t = wrnd(), amount = 0;
         ps_event_type type = t < 0.3 ? PS_CLICK
                              : t < 0.4 ? PS_WISHLIST
@@ -461,9 +576,13 @@ static void test_windows(void **state)
         snprintf(id, sizeof(id), "c%d", cu);
         int64_t signup = cohort ? day(2025, 2, 1) : day(2025, 1, 10);
 
-        /* the model: position, then push / ignore */
-        int64_t wm = maxts == INT64_MIN ? INT64_MIN : maxts - conf.allowed_lateness_ms;
-        model_advance(cohort, wm);
+        /* the model: position (the global watermark, or the first
+         * event's ts - lateness before any), then push / ignore */
+        int64_t gw = ps_pipeline_global_watermark(p);
+        if (gw == INT64_MIN && W.cur[cohort] == 0)
+            model_advance(cohort, ts - conf.allowed_lateness_ms);
+        else
+            model_advance(cohort, gw);
         int64_t k = ts / HOUR;
         int accepted = 1;
         if (k < W.cur[cohort] - 720) {
@@ -472,6 +591,7 @@ static void test_windows(void **state)
         } else if (k >= W.cur[cohort] + A) {
             W.cur[cohort] = k - A + 1;
             W.pushed++;
+            W.pushes[cohort]++;
         }
 
         ps_customer *c = cust_in(p, id);
@@ -508,14 +628,17 @@ static void test_windows(void **state)
         if (i % 50 == 49 || i == nev - 1) {
             ps_batch_clear(b);
             ps_pipeline_write(p, b);
-            int n1 = absorb(b);
             if (flushes % 7 == 3) {
-                /* this transaction fails: the next must write it all again */
+                /* this transaction fails (nothing applied): the next must
+                 * write the same differences again */
+                int n1 = count_windows(b);
                 ps_batch_clear(b);
                 ps_pipeline_write(p, b);
                 int n2 = absorb(b);
                 assert_true(n2 >= n1);
                 rewrites += n1;
+            } else {
+                absorb(b);
             }
             ps_pipeline_flushed(p);
             flushes++;
@@ -532,8 +655,17 @@ static void test_windows(void **state)
             ps_pipeline_write(p, b);
             absorb(b);
             ps_pipeline_flushed(p);
+            /* the run loop restores the partition's clock too */
+            ps_str cause;
+            char cb[64];
+            int64_t mx = ps_pipeline_partition_clock(p, 0, &cause);
+            snprintf(cb, sizeof(cb), "%.*s", (int)cause.len, cause.ptr);
             ps_pipeline_destroy(p);
             p = restore(&conf);
+            if (mx != INT64_MIN)
+                assert_int_equal(ps_pipeline_restore_partition_clock(
+                                     p, 0, mx, S(cb), 0),
+                                 PS_OK);
         }
     }
     /* drain: the watermark walks past everything; windows empty out */
@@ -598,7 +730,7 @@ static void test_windows(void **state)
 typedef struct fkv {
     char key[48];
     char field[24];
-    double v;
+    long double v; /* Redis adds floats in long double */
 } fkv;
 
 typedef struct fake {
@@ -606,8 +738,8 @@ typedef struct fake {
     size_t n, cap;
 } fake;
 
-static double *fake_slot(fake *f, const char *key, const char *field,
-                         bool create)
+static long double *fake_slot(fake *f, const char *key, const char *field,
+                              bool create)
 {
     for (size_t i = 0; i < f->n; i++)
         if (!strcmp(f->e[i].key, key) && !strcmp(f->e[i].field, field))
@@ -630,8 +762,8 @@ static double *fake_slot(fake *f, const char *key, const char *field,
 
 static double fget(fake *f, const char *key, const char *field)
 {
-    double *v = fake_slot(f, key, field, false);
-    return v ? *v : NAN;
+    long double *v = fake_slot(f, key, field, false);
+    return v ? (double)*v : NAN;
 }
 
 static void fake_absorb(fake *f, const ps_batch *b, const char *tag)
@@ -649,6 +781,19 @@ static void fake_absorb(fake *f, const ps_batch *b, const char *tag)
             set_blob(key, argv[2], lens[2]);
             continue;
         }
+        if (!strcmp(argv[0], "EVAL") && argc >= 4 && is_window_key(argv[3])) {
+            whash h;
+            for (int k = 0; k < NWF; k++) {
+                long double *v = fake_slot(f, argv[3], fields[k], false);
+                h.has[k] = v != NULL;
+                h.f[k] = v ? *v : 0;
+            }
+            eval_window(&h, argv, argc);
+            for (int k = 0; k < NWF; k++)
+                *fake_slot(f, argv[3], fields[k], true) = h.f[k];
+            continue;
+        }
+        assert_true(strcmp(argv[0], "HSET") || !is_window_key(argv[1]));
         bool cust = !strncmp(argv[1], "ps:cust:", 8) &&
                     !strchr(argv[1] + 8, ':');
         if (strncmp(argv[1], "ps:cohort:", 10) && !cust)
@@ -689,7 +834,7 @@ static void load_bases(ps_pipeline *p, fake *f)
         for (size_t j = 0; j < f->n; j++) {
             if (strcmp(f->e[j].key, key) != 0)
                 continue;
-            snprintf(val, sizeof(val), "%.17g", f->e[j].v);
+            snprintf(val, sizeof(val), "%.17g", (double)f->e[j].v);
             ps_pipeline_load_field(p, e, f->e[j].field, strlen(f->e[j].field),
                                    val, strlen(val));
         }
@@ -989,7 +1134,7 @@ static bool field_is(const char *f, const char *prefix)
 /* Compare A's entry with B's (NAN: absent); returns true when equal. */
 static bool twin_equal(const fkv *a, double vb)
 {
-    double va = a->v;
+    double va = (double)a->v;
     const char *f = a->field;
     bool window = strstr(a->key, ":w7d") || strstr(a->key, ":w30d");
     if (isnan(vb)) {
@@ -1117,14 +1262,15 @@ static void test_move_twins(void **state)
         }
         double vb = fget(&FB, a->key, a->field);
         if (!twin_equal(a, vb) && bad++ < 10)
-            print_error("%s %s: A %.17g, B %.17g\n", a->key, a->field, a->v,
+            print_error("%s %s: A %.17g, B %.17g\n", a->key, a->field,
+                        (double)a->v,
                         vb);
     }
     for (size_t i = 0; i < FB.n; i++) {
         const fkv *e = &FB.e[i];
         if (isnan(fget(&FA, e->key, e->field)) && bad++ < 10)
             print_error("%s %s: only in B (%.17g)\n", e->key, e->field,
-                        e->v);
+                        (double)e->v);
     }
     print_message("twins: %d events, %d fields compared (%d window hashes, "
                   "%d of them cohort x segment), %d customers moved "
@@ -1145,6 +1291,280 @@ static void test_move_twins(void **state)
     ps_pipeline_destroy(pb);
 }
 
+/*
+ * Cross-partition interleavings (contract section 4): the windows must
+ * not depend on how the partitions' fetches interleave.  16 partitions,
+ * each with its own 6 customers and a time-ordered stream (jitter within
+ * the lateness), integer amounts (their sums and sums of squares are
+ * exact in any order).  A third of the customers carry their signup_ts
+ * only from their third event on, so they move cohort.  The same events
+ * are applied
+ *   M: merged by time, as a live stream comes;
+ *   S: in bursts of up to 30 events of one partition, any partition up
+ *      to 40 h ahead of the slowest (a backlog), with advances and
+ *      flushes at other moments;
+ *   R: as S with another seed, and restarted twice from its last flush
+ *      (state blobs and every partition's clock, as the run loop does);
+ * every run begins with one event of each partition (all partitions
+ * known to the clock, as when a consumer starts on assigned partitions).
+ * Every field of every ps:cohort:{m} hash and of every cohort-level
+ * window hash (n, sum, sumsq, mean, std, p_spend_gt, active, pushed,
+ * start_ms, end_ms) must be identical in the three emulated Redis, none
+ * pushed.  Cohort x segment windows are left out: the customers' segments
+ * depend on the order (k-means), which the contract allows.  Then P:
+ * leads up to 80 h, beyond the ahead capacity (50 h): the pushes must be
+ * visible in the hashes' `pushed`.
+ */
+#define IP 16
+#define IPER_MAX 400
+
+typedef struct iev {
+    int64_t ts, signup;
+    double amount;
+    ps_event_type type;
+    int cust;
+} iev;
+static iev iev_all[IP][IPER_MAX];
+static int iper;
+
+static void iev_gen(void)
+{
+    int seen[IP * 6] = {0};
+    iper = getenv("PS_TEST_QUICK") ? 150 : IPER_MAX;
+    wrng = 0x1234567ULL;
+    for (int p = 0; p < IP; p++) {
+        int64_t clock = day(2025, 3, 1) + p * 7 * 60000LL;
+        for (int i = 0; i < iper; i++) {
+            iev *e = &iev_all[p][i];
+            clock += (int64_t)(wrnd() * 60 * 60000);
+            e->ts = clock - (int64_t)(wrnd() * 50 * 60000);
+            e->cust = (int)(wrnd() * 6);
+            double t = wrnd();
+            e->type = t < 0.3 ? PS_CLICK : t < 0.4 ? PS_WISHLIST
+                      : t < 0.8 ? PS_PURCHASE : PS_SPEND;
+            e->amount = e->type == PS_PURCHASE || e->type == PS_SPEND
+                            ? (double)(1 + (int64_t)(wrnd() * 100000))
+                            : 0;
+            int gid = p * 6 + e->cust;
+            e->signup = gid % 3 == 0 && seen[gid] < 2
+                            ? 0
+                            : day(2025, 1 + (unsigned)(gid % 3), 5);
+            seen[gid]++;
+        }
+    }
+}
+
+static void iapply(ps_pipeline *p, const char *tag, int part, int idx)
+{
+    const iev *ie = &iev_all[part][idx];
+    char id[16], eid[24], key[64];
+    ps_event e;
+    bool late;
+    int err;
+    snprintf(id, sizeof(id), "p%dc%d", part, ie->cust);
+    snprintf(eid, sizeof(eid), "i%d_%d", part, idx);
+    ps_customer *c = ps_pipeline_find(p, PS_KIND_CUSTOMER, S(id));
+    if (c == NULL) {
+        snprintf(key, sizeof(key), "%sps:state:cust:%s", tag, id);
+        const blob *bl = get_blob(key);
+        c = ps_pipeline_add(p, S(id), bl ? bl->data : NULL,
+                            bl ? bl->len : 0, &err);
+        assert_non_null(c);
+    }
+    memset(&e, 0, sizeof(e));
+    e.event_id = S(eid);
+    e.customer_id = S(id);
+    e.type = ie->type;
+    if (ie->type != PS_SPEND)
+        e.product_id = S("p");
+    e.has_amount = ie->amount > 0;
+    e.amount = ie->amount;
+    e.ts = ie->ts;
+    e.signup_ts = ie->signup;
+    e.part = (uint32_t)part;
+    assert_int_equal(ps_pipeline_apply(p, &e, c, &late), 0);
+}
+
+/* Largest gap between the partitions' clocks (ms). */
+static int64_t clock_spread(const ps_pipeline *p)
+{
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    ps_str cause;
+    for (int s = 0; s < IP; s++) {
+        int64_t t = ps_pipeline_partition_clock(p, (uint32_t)s, &cause);
+        if (t == INT64_MIN)
+            continue;
+        lo = t < lo ? t : lo;
+        hi = t > hi ? t : hi;
+    }
+    return hi > lo ? hi - lo : 0;
+}
+
+static ps_pipeline *irestart(ps_pipeline *p, const ps_agg_conf *conf,
+                             ps_batch *b, fake *F, const char *tag)
+{
+    int64_t mx[IP];
+    char cause[IP][64];
+    flush_into(p, b, F, tag);
+    for (int s = 0; s < IP; s++) {
+        ps_str c;
+        mx[s] = ps_pipeline_partition_clock(p, (uint32_t)s, &c);
+        snprintf(cause[s], sizeof(cause[s]), "%.*s", (int)c.len, c.ptr);
+    }
+    ps_pipeline_destroy(p);
+    ps_pipeline *q = restore_tagged(conf, tag);
+    for (int s = 0; s < IP; s++)
+        if (mx[s] != INT64_MIN)
+            assert_int_equal(ps_pipeline_restore_partition_clock(
+                                 q, (uint32_t)s, mx[s], S(cause[s]), 0),
+                             PS_OK);
+    return q;
+}
+
+/* One run; returns the largest clock spread seen (ms). */
+static int64_t irun(bool merged, uint64_t seed, int64_t lead_max,
+                    int adv_every, int flush_every, int restarts, fake *F,
+                    const char *tag)
+{
+    char err[256];
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.segments_batch = 8;
+    ps_pipeline *p = ps_pipeline_new(&conf, err, sizeof(err));
+    ps_batch *b = ps_batch_new("ps:");
+    int next[IP], total = IP * iper, applied = 0, restarted = 0;
+    int64_t spread = 0;
+    assert_non_null(p);
+    wrng = seed;
+    for (int q = 0; q < IP; q++) {
+        iapply(p, tag, q, 0);
+        next[q] = 1;
+        applied++;
+    }
+    assert_int_equal(ps_pipeline_advance(p, 0), 0);
+    while (applied < total) {
+        int m = -1;
+        for (int q = 0; q < IP; q++)
+            if (next[q] < iper &&
+                (m < 0 || iev_all[q][next[q]].ts < iev_all[m][next[m]].ts))
+                m = q;
+        int q = m, burst = 1;
+        if (!merged) {
+            q = (int)(wrnd() * IP);
+            burst = 1 + (int)(wrnd() * 30);
+        }
+        for (int j = 0; j < burst; j++) {
+            if (next[q] == iper ||
+                iev_all[q][next[q]].ts - iev_all[m][next[m]].ts > lead_max)
+                q = m; /* too far ahead: the slowest instead */
+            iapply(p, tag, q, next[q]++);
+            applied++;
+            int64_t sp = clock_spread(p);
+            spread = sp > spread ? sp : spread;
+            if (applied % adv_every == 0)
+                assert_int_equal(ps_pipeline_advance(p, 0), 0);
+            if (applied % flush_every == 0)
+                flush_into(p, b, F, tag);
+            if (restarted < restarts &&
+                applied >= (restarted + 1) * total / (restarts + 1)) {
+                p = irestart(p, &conf, b, F, tag);
+                restarted++;
+            }
+            if (applied == total)
+                break;
+            /* the slowest partition may have changed */
+            m = -1;
+            for (int r = 0; r < IP; r++)
+                if (next[r] < iper &&
+                    (m < 0 ||
+                     iev_all[r][next[r]].ts < iev_all[m][next[m]].ts))
+                    m = r;
+            if (merged)
+                q = m;
+        }
+    }
+    assert_int_equal(ps_pipeline_advance(p, 0), 0);
+    flush_into(p, b, F, tag);
+    ps_batch_destroy(b);
+    ps_pipeline_destroy(p);
+    return spread;
+}
+
+/* The fields of cohort-level keys (no :seg:) of a and b are identical;
+ * returns the number of window hashes compared. */
+static int same_cohort_keys(const fake *a, const fake *b, const char *what)
+{
+    int windows = 0, bad = 0, nfields = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const fake *x = pass ? b : a, *y = pass ? a : b;
+        for (size_t i = 0; i < x->n; i++) {
+            const fkv *e = &x->e[i];
+            if (strncmp(e->key, "ps:cohort:", 10) || strstr(e->key, ":seg:"))
+                continue;
+            long double *o = fake_slot((fake *)y, e->key, e->field, false);
+            if (pass == 1) {
+                if (o == NULL && bad++ < 10)
+                    print_error("%s: %s %s only in one\n", what, e->key,
+                                e->field);
+                continue;
+            }
+            nfields++;
+            windows += !strcmp(e->field, "n");
+            if ((o == NULL || *o != e->v) && bad++ < 10)
+                print_error("%s: %s %s %.21Lg vs %.21Lg\n", what, e->key,
+                            e->field, e->v, o ? *o : (long double)NAN);
+        }
+    }
+    print_message("%s: %d fields identical (%d window hashes)\n", what,
+                  nfields, windows);
+    assert_int_equal(bad, 0);
+    return windows;
+}
+
+static long double sum_field(const fake *f, const char *field)
+{
+    long double t = 0;
+    for (size_t i = 0; i < f->n; i++)
+        if (is_window_key(f->e[i].key) && !strcmp(f->e[i].field, field))
+            t += f->e[i].v;
+    return t;
+}
+
+static void test_interleavings(void **state)
+{
+    (void)state;
+    const int64_t H = 3600000;
+    fake FM = {0}, FS = {0}, FR = {0}, FP = {0};
+    iev_gen();
+    int64_t sm = irun(true, 1, 0, 7, 40, 0, &FM, "M|");
+    int64_t ss = irun(false, 2, 40 * H, 23, 97, 0, &FS, "S|");
+    int64_t sr = irun(false, 3, 40 * H, 11, 61, 2, &FR, "R|");
+    print_message("interleavings: clock spread M %.1f h, S %.1f h, R %.1f h\n",
+                  sm / 3.6e6, ss / 3.6e6, sr / 3.6e6);
+    assert_true(ss >= 24 * H && sr >= 24 * H); /* skew of many hours */
+    int w = same_cohort_keys(&FM, &FS, "M vs S");
+    same_cohort_keys(&FM, &FR, "M vs R (restarted)");
+    assert_true(w >= 6); /* 3 cohorts x 7d / 30d */
+    assert_true(sum_field(&FM, "n") > 0);
+    assert_true(sum_field(&FM, "pushed") == 0);
+    assert_true(sum_field(&FS, "pushed") == 0);
+    /* beyond the ahead capacity: pushed, and visible */
+    int64_t sp = irun(false, 4, 80 * H, 23, 97, 0, &FP, "P|");
+    long double pushed = sum_field(&FP, "pushed");
+    print_message("leads up to 80 h: spread %.1f h, pushed %.0Lf\n",
+                  sp / 3.6e6, pushed);
+    assert_true(sp > 50 * H && pushed > 0);
+    for (size_t i = 0; i < sizeof(blobs) / sizeof(blobs[0]); i++) {
+        free(blobs[i].data);
+        blobs[i].data = NULL;
+        blobs[i].key[0] = 0;
+    }
+    free(FM.e);
+    free(FS.e);
+    free(FR.e);
+    free(FP.e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1153,6 +1573,7 @@ int main(void)
         cmocka_unit_test(test_move),
         cmocka_unit_test(test_segment_reentry),
         cmocka_unit_test(test_move_twins),
+        cmocka_unit_test(test_interleavings),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
