@@ -70,7 +70,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
+#include "event_file.h"
 
 #include "../aggregates/next_action.h"
 #include "../aggregates/pipeline.h"
@@ -80,182 +80,6 @@
 #define NT PS_EVENT_TYPE_COUNT /* click, wishlist, purchase, spend */
 #define MAX_BINS 100
 #define MAX_GROUPS 64
-
-/* ---- interned strings --------------------------------------------------- */
-
-typedef struct intern {
-    char **str;
-    uint32_t *len;
-    size_t n, cap;
-    int32_t *slots; /* index + 1, 0 = empty */
-    size_t slots_cap;
-} intern;
-
-static uint64_t hash_bytes(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    return h;
-}
-
-static _Noreturn void die_nomem(void)
-{
-    fprintf(stderr, "next_action_calibration: out of memory\n");
-    exit(1);
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (q == NULL)
-        die_nomem();
-    return q;
-}
-
-static int32_t intern_get(intern *t, const char *s, size_t n)
-{
-    if ((t->n + 1) * 2 > t->slots_cap) {
-        size_t cap = t->slots_cap ? t->slots_cap * 2 : 1024;
-        int32_t *slots = calloc(cap, sizeof(*slots));
-        if (slots == NULL)
-            die_nomem();
-        for (size_t i = 0; i < t->n; i++) {
-            size_t j = hash_bytes(t->str[i], t->len[i]) & (cap - 1);
-            while (slots[j] != 0)
-                j = (j + 1) & (cap - 1);
-            slots[j] = (int32_t)i + 1;
-        }
-        free(t->slots);
-        t->slots = slots;
-        t->slots_cap = cap;
-    }
-    size_t j = hash_bytes(s, n) & (t->slots_cap - 1);
-    while (t->slots[j] != 0) {
-        int32_t k = t->slots[j] - 1;
-        if (t->len[k] == n && memcmp(t->str[k], s, n) == 0)
-            return k;
-        j = (j + 1) & (t->slots_cap - 1);
-    }
-    if (t->n == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 1024;
-        t->str = xrealloc(t->str, t->cap * sizeof(*t->str));
-        t->len = xrealloc(t->len, t->cap * sizeof(*t->len));
-    }
-    t->str[t->n] = xrealloc(NULL, n + 1);
-    memcpy(t->str[t->n], s, n);
-    t->str[t->n][n] = '\0';
-    t->len[t->n] = (uint32_t)n;
-    t->slots[j] = (int32_t)t->n + 1;
-    return (int32_t)t->n++;
-}
-
-static void intern_free(intern *t)
-{
-    for (size_t i = 0; i < t->n; i++)
-        free(t->str[i]);
-    free(t->str);
-    free(t->len);
-    free(t->slots);
-}
-
-/* ---- events ------------------------------------------------------------- */
-
-typedef struct rec {
-    int32_t cust, prod, campaign, id; /* interned; -1 = none */
-    int32_t truth_seg;                /* the generator's segment, or -1 */
-    ps_event_type type;
-    bool has_amount;
-    double amount;
-    int64_t ts, signup_ts;
-    size_t line;
-} rec;
-
-static int cmp_rec(const void *a, const void *b)
-{
-    const rec *x = a, *y = b;
-    if (x->ts != y->ts)
-        return x->ts < y->ts ? -1 : 1;
-    return x->line < y->line ? -1 : x->line > y->line;
-}
-
-static int32_t str_field(intern *t, json_t *o, const char *name)
-{
-    json_t *v = json_object_get(o, name);
-    if (!json_is_string(v))
-        return -1;
-    return intern_get(t, json_string_value(v), json_string_length(v));
-}
-
-static int read_events(const char *path, intern *ids, intern *custs,
-                       intern *prods, intern *camps, intern *segs, rec **out,
-                       size_t *n_out)
-{
-    FILE *fp = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0, n = 0, rcap = 0, lineno = 0;
-    ssize_t len;
-    rec *v = NULL;
-    if (fp == NULL) {
-        fprintf(stderr, "next_action_calibration: %s: %s\n", path,
-                strerror(errno));
-        return -1;
-    }
-    while ((len = getline(&line, &cap, fp)) > 0) {
-        json_error_t jerr;
-        lineno++;
-        json_t *o = json_loadb(line, (size_t)len, 0, &jerr);
-        const char *type = json_string_value(json_object_get(o, "type"));
-        json_t *ts = json_object_get(o, "ts");
-        ps_event_type t;
-        if (o == NULL || type == NULL || !json_is_integer(ts) ||
-            ps_event_type_parse(type, strlen(type), &t) < 0) {
-            fprintf(stderr, "next_action_calibration: %s:%zu: not an event\n",
-                    path, lineno);
-            json_decref(o);
-            free(line);
-            free(v);
-            fclose(fp);
-            return -1;
-        }
-        if (n == rcap) {
-            rcap = rcap ? rcap * 2 : 4096;
-            v = xrealloc(v, rcap * sizeof(*v));
-        }
-        rec *r = &v[n++];
-        memset(r, 0, sizeof(*r));
-        r->id = str_field(ids, o, "event_id");
-        r->cust = str_field(custs, o, "customer_id");
-        r->prod = str_field(prods, o, "product_id");
-        r->campaign = str_field(camps, o, "campaign");
-        r->truth_seg = str_field(segs, o, "segment");
-        r->type = t;
-        json_t *amount = json_object_get(o, "amount");
-        r->has_amount = json_is_number(amount);
-        r->amount = r->has_amount ? json_number_value(amount) : 0;
-        r->ts = json_integer_value(ts);
-        json_t *su = json_object_get(o, "signup_ts");
-        r->signup_ts = json_is_integer(su) ? json_integer_value(su) : 0;
-        r->line = lineno;
-        json_decref(o);
-        if (r->id < 0 || r->cust < 0) {
-            fprintf(
-                stderr,
-                "next_action_calibration: %s:%zu: no event_id/customer_id\n",
-                path, lineno);
-            free(line);
-            free(v);
-            fclose(fp);
-            return -1;
-        }
-    }
-    free(line);
-    fclose(fp);
-    qsort(v, n, sizeof(*v), cmp_rec);
-    *out = v;
-    *n_out = n;
-    return 0;
-}
 
 /* ---- tallies ------------------------------------------------------------ */
 
@@ -385,25 +209,12 @@ static void ref_forecast(const ref_counts *rc, int32_t cu, int i,
 
 /* ---- replay ------------------------------------------------------------- */
 
-static ps_str S_of(const intern *t, int32_t k)
+static int replay(const ef_file *f, size_t flush_every, size_t nbins,
+                  result *out)
 {
-    if (k < 0)
-        return (ps_str){NULL, 0};
-    return (ps_str){t->str[k], t->len[k]};
-}
-
-static void load_all(ps_pipeline *p)
-{
-    ps_entity **list;
-    size_t n = ps_pipeline_unloaded(p, &list);
-    for (size_t i = 0; i < n; i++)
-        ps_pipeline_loaded(p, list[i]);
-}
-
-static int replay(const rec *v, size_t n, intern *ids, intern *custs,
-                  intern *prods, intern *camps, const intern *segs,
-                  size_t flush_every, size_t nbins, result *out)
-{
+    const ef_rec *v = f->v;
+    size_t n = f->n;
+    const ef_intern *custs = &f->custs, *segs = &f->segs;
     char err[256], segname[64];
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
@@ -434,17 +245,8 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
     snprintf(out->ref_all.name, sizeof(out->ref_all.name), "all");
 
     for (size_t i = 0; i < n && rc == 0; i++) {
-        const rec *r = &v[i];
-        ps_event ev = {0};
-        ev.event_id = S_of(ids, r->id);
-        ev.customer_id = S_of(custs, r->cust);
-        ev.product_id = S_of(prods, r->prod);
-        ev.campaign = S_of(camps, r->campaign);
-        ev.type = r->type;
-        ev.has_amount = r->has_amount;
-        ev.amount = r->amount;
-        ev.ts = r->ts;
-        ev.signup_ts = r->signup_ts;
+        const ef_rec *r = &v[i];
+        ps_event ev = ef_event(f, r);
         ps_customer *c = ps_pipeline_find(p, PS_KIND_CUSTOMER, ev.customer_id);
         double probs[NT];
 
@@ -458,8 +260,8 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
                 snprintf(segname, sizeof(segname), "%s", name);
             tally_add(&out->all, probs, outcome);
             tally_add(group_of(&out->by_seg, segname), probs, outcome);
-            tally_add(group_of(&out->by_truth, r->truth_seg >= 0
-                                                   ? segs->str[r->truth_seg]
+            tally_add(group_of(&out->by_truth, r->segment >= 0
+                                                   ? segs->str[r->segment]
                                                    : "?"),
                       probs, outcome);
             bin_add(out->bins, nbins, probs[PS_PURCHASE],
@@ -518,14 +320,14 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
             rc = -1;
             break;
         }
-        load_all(p);
+        ef_load_all(p);
         bool late;
         if (ps_pipeline_apply(p, &ev, c, &late) < 0 ||
             ps_pipeline_advance(p, 0) < 0) {
             rc = -1;
             break;
         }
-        load_all(p);
+        ef_load_all(p);
         int lt = ref.last[r->cust], seg_after = ps_segments_of(p, c);
         int seg_prev = ref.last_seg[r->cust]; /* after the previous event */
         if (lt >= 0) {
@@ -717,22 +519,14 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    intern ids = {0}, custs = {0}, prods = {0}, camps = {0}, segs = {0};
-    rec *v = NULL;
-    size_t n = 0;
+    ef_file f = {0};
     static result res;
     int status = 1;
-    if (read_events(path, &ids, &custs, &prods, &camps, &segs, &v, &n) == 0 &&
-        replay(v, n, &ids, &custs, &prods, &camps, &segs, flush_every, nbins,
-               &res) == 0) {
-        report(&res, nbins, path, n, custs.n);
+    if (ef_read("next_action_calibration", path, &f) == 0 &&
+        replay(&f, flush_every, nbins, &res) == 0) {
+        report(&res, nbins, path, f.n, f.custs.n);
         status = 0;
     }
-    free(v);
-    intern_free(&ids);
-    intern_free(&custs);
-    intern_free(&prods);
-    intern_free(&camps);
-    intern_free(&segs);
+    ef_free(&f);
     return status;
 }

@@ -47,91 +47,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
+#include "event_file.h"
 
 #include "../aggregates/copurchase.h"
 #include "../aggregates/pipeline.h"
 #include "../common/error.h"
 
 #define MAX_K 100
-
-/* ---- interned strings --------------------------------------------------- */
-
-typedef struct intern {
-    char **str;
-    uint32_t *len;
-    size_t n, cap;
-    int32_t *slots; /* index + 1, 0 = empty */
-    size_t slots_cap;
-} intern;
-
-static uint64_t hash_bytes(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    return h;
-}
-
-static _Noreturn void die_nomem(void)
-{
-    fprintf(stderr, "reco_eval: out of memory\n");
-    exit(1);
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    void *q = realloc(p, n ? n : 1);
-    if (q == NULL)
-        die_nomem();
-    return q;
-}
-
-static int32_t intern_get(intern *t, const char *s, size_t n)
-{
-    if ((t->n + 1) * 2 > t->slots_cap) {
-        size_t cap = t->slots_cap ? t->slots_cap * 2 : 1024;
-        int32_t *slots = calloc(cap, sizeof(*slots));
-        if (slots == NULL)
-            die_nomem();
-        for (size_t i = 0; i < t->n; i++) {
-            size_t j = hash_bytes(t->str[i], t->len[i]) & (cap - 1);
-            while (slots[j] != 0)
-                j = (j + 1) & (cap - 1);
-            slots[j] = (int32_t)i + 1;
-        }
-        free(t->slots);
-        t->slots = slots;
-        t->slots_cap = cap;
-    }
-    size_t j = hash_bytes(s, n) & (t->slots_cap - 1);
-    while (t->slots[j] != 0) {
-        int32_t k = t->slots[j] - 1;
-        if (t->len[k] == n && memcmp(t->str[k], s, n) == 0)
-            return k;
-        j = (j + 1) & (t->slots_cap - 1);
-    }
-    if (t->n == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 1024;
-        t->str = xrealloc(t->str, t->cap * sizeof(*t->str));
-        t->len = xrealloc(t->len, t->cap * sizeof(*t->len));
-    }
-    t->str[t->n] = xrealloc(NULL, n + 1);
-    memcpy(t->str[t->n], s, n);
-    t->str[t->n][n] = '\0';
-    t->len[t->n] = (uint32_t)n;
-    t->slots[j] = (int32_t)t->n + 1;
-    return (int32_t)t->n++;
-}
-
-static void intern_free(intern *t)
-{
-    for (size_t i = 0; i < t->n; i++)
-        free(t->str[i]);
-    free(t->str);
-    free(t->len);
-    free(t->slots);
-}
 
 /* ---- set of (customer, product) pairs ----------------------------------- */
 
@@ -159,7 +81,7 @@ static void pairset_add(pairset *s, uint64_t key)
         size_t cap = s->cap ? s->cap * 2 : 4096;
         uint64_t *v = calloc(cap, sizeof(*v));
         if (v == NULL)
-            die_nomem();
+            ef_die_nomem();
         for (size_t i = 0; i < s->cap; i++) {
             if (s->v[i] == 0)
                 continue;
@@ -187,98 +109,6 @@ static uint64_t pair_key(int32_t cust, int32_t prod)
     return (uint64_t)(uint32_t)cust << 32 | (uint32_t)prod;
 }
 
-/* ---- events ------------------------------------------------------------- */
-
-typedef struct rec {
-    int32_t cust, prod, campaign, id; /* interned; -1 = none */
-    ps_event_type type;
-    bool has_amount;
-    double amount;
-    int64_t ts, signup_ts;
-    size_t line;
-} rec;
-
-static int cmp_rec(const void *a, const void *b)
-{
-    const rec *x = a, *y = b;
-    if (x->ts != y->ts)
-        return x->ts < y->ts ? -1 : 1;
-    return x->line < y->line ? -1 : x->line > y->line;
-}
-
-static int32_t str_field(intern *t, json_t *o, const char *name)
-{
-    json_t *v = json_object_get(o, name);
-    if (!json_is_string(v))
-        return -1;
-    return intern_get(t, json_string_value(v), json_string_length(v));
-}
-
-static int read_events(const char *path, intern *ids, intern *custs,
-                       intern *prods, intern *camps, rec **out, size_t *n_out)
-{
-    FILE *fp = fopen(path, "r");
-    char *line = NULL;
-    size_t cap = 0, n = 0, rcap = 0, lineno = 0;
-    ssize_t len;
-    rec *v = NULL;
-    if (fp == NULL) {
-        fprintf(stderr, "reco_eval: %s: %s\n", path, strerror(errno));
-        return -1;
-    }
-    while ((len = getline(&line, &cap, fp)) > 0) {
-        json_error_t jerr;
-        lineno++;
-        json_t *o = json_loadb(line, (size_t)len, 0, &jerr);
-        const char *type = json_string_value(json_object_get(o, "type"));
-        json_t *ts = json_object_get(o, "ts");
-        ps_event_type t;
-        if (o == NULL || type == NULL || !json_is_integer(ts) ||
-            ps_event_type_parse(type, strlen(type), &t) < 0) {
-            fprintf(stderr, "reco_eval: %s:%zu: not an event\n", path,
-                    lineno);
-            json_decref(o);
-            free(line);
-            free(v);
-            fclose(fp);
-            return -1;
-        }
-        if (n == rcap) {
-            rcap = rcap ? rcap * 2 : 4096;
-            v = xrealloc(v, rcap * sizeof(*v));
-        }
-        rec *r = &v[n++];
-        memset(r, 0, sizeof(*r));
-        r->id = str_field(ids, o, "event_id");
-        r->cust = str_field(custs, o, "customer_id");
-        r->prod = str_field(prods, o, "product_id");
-        r->campaign = str_field(camps, o, "campaign");
-        r->type = t;
-        json_t *amount = json_object_get(o, "amount");
-        r->has_amount = json_is_number(amount);
-        r->amount = r->has_amount ? json_number_value(amount) : 0;
-        r->ts = json_integer_value(ts);
-        json_t *su = json_object_get(o, "signup_ts");
-        r->signup_ts = json_is_integer(su) ? json_integer_value(su) : 0;
-        r->line = lineno;
-        json_decref(o);
-        if (r->id < 0 || r->cust < 0) {
-            fprintf(stderr, "reco_eval: %s:%zu: no event_id/customer_id\n",
-                    path, lineno);
-            free(line);
-            free(v);
-            fclose(fp);
-            return -1;
-        }
-    }
-    free(line);
-    fclose(fp);
-    qsort(v, n, sizeof(*v), cmp_rec);
-    *out = v;
-    *n_out = n;
-    return 0;
-}
-
 /* ---- most-popular leaderboard ------------------------------------------- */
 
 typedef struct popular {
@@ -289,11 +119,11 @@ typedef struct popular {
 
 static void popular_init(popular *p, size_t n)
 {
-    p->order = xrealloc(NULL, n * sizeof(*p->order));
-    p->pos = xrealloc(NULL, n * sizeof(*p->pos));
+    p->order = ef_xrealloc(NULL, n * sizeof(*p->order));
+    p->pos = ef_xrealloc(NULL, n * sizeof(*p->pos));
     p->count = calloc(n ? n : 1, sizeof(*p->count));
     if (p->count == NULL)
-        die_nomem();
+        ef_die_nomem();
     for (size_t i = 0; i < n; i++) {
         p->order[i] = (int32_t)i;
         p->pos[i] = i;
@@ -335,25 +165,12 @@ typedef struct tally {
     double reco_len_sum, cop_len_sum;
 } tally;
 
-static ps_str S_of(const intern *t, int32_t k)
-{
-    if (k < 0)
-        return (ps_str){NULL, 0};
-    return (ps_str){t->str[k], t->len[k]};
-}
-
-static void load_all(ps_pipeline *p)
-{
-    ps_entity **list;
-    size_t n = ps_pipeline_unloaded(p, &list);
-    for (size_t i = 0; i < n; i++)
-        ps_pipeline_loaded(p, list[i]);
-}
-
-static int replay(const rec *v, size_t n, intern *ids, intern *custs,
-                  intern *prods, intern *camps, size_t k, double test_frac,
+static int replay(const ef_file *f, size_t k, double test_frac,
                   size_t flush_every, int64_t also_top_n, tally *out)
 {
+    const ef_rec *v = f->v;
+    size_t n = f->n;
+    const ef_intern *custs = &f->custs, *prods = &f->prods;
     char err[256];
     ps_agg_conf conf;
     ps_agg_conf_defaults(&conf);
@@ -383,17 +200,8 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
     int64_t cut = t0 + (int64_t)((double)(t1 - t0) * (1.0 - test_frac));
 
     for (size_t i = 0; i < n && rc == 0; i++) {
-        const rec *r = &v[i];
-        ps_event ev = {0};
-        ev.event_id = S_of(ids, r->id);
-        ev.customer_id = S_of(custs, r->cust);
-        ev.product_id = S_of(prods, r->prod);
-        ev.campaign = S_of(camps, r->campaign);
-        ev.type = r->type;
-        ev.has_amount = r->has_amount;
-        ev.amount = r->amount;
-        ev.ts = r->ts;
-        ev.signup_ts = r->signup_ts;
+        const ef_rec *r = &v[i];
+        ps_event ev = ef_event(f, r);
         ps_customer *c = ps_pipeline_find(p, PS_KIND_CUSTOMER, ev.customer_id);
 
         if (r->type == PS_PURCHASE && r->prod >= 0 && r->ts >= cut) {
@@ -438,7 +246,7 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
                 bool dup = false;
                 for (long m = 0; m < ncop; m++)
                     dup |= ps_str_eq(items[m].product->id,
-                                     S_of(prods, pop_list[j]));
+                                     ef_intern_str(prods, pop_list[j]));
                 if (dup)
                     continue;
                 nh++;
@@ -474,7 +282,7 @@ static int replay(const rec *v, size_t n, intern *ids, intern *custs,
             rc = -1;
             break;
         }
-        load_all(p);
+        ef_load_all(p);
         if (r->type == PS_PURCHASE && r->prod >= 0) {
             if (!pairset_has(&bought, pair_key(r->cust, r->prod)))
                 pairset_add(&bought, pair_key(r->cust, r->prod));
@@ -543,17 +351,14 @@ int main(int argc, char **argv)
     if (name == NULL)
         name = path;
 
-    intern ids = {0}, custs = {0}, prods = {0}, camps = {0};
-    rec *v = NULL;
-    size_t n = 0;
+    ef_file f = {0};
     tally t;
     int status = 1;
-    if (read_events(path, &ids, &custs, &prods, &camps, &v, &n) == 0 &&
-        replay(v, n, &ids, &custs, &prods, &camps, k, test_frac, flush_every,
-               also_top_n, &t) == 0) {
+    if (ef_read("reco_eval", path, &f) == 0 &&
+        replay(&f, k, test_frac, flush_every, also_top_n, &t) == 0) {
         printf("%s: %zu events, %zu customers, %zu products; test window = "
                "last %.0f%% of time\n",
-               name, n, custs.n, prods.n, 100 * test_frac);
+               name, f.n, f.custs.n, f.prods.n, 100 * test_frac);
         printf("  purchases in window %zu: %zu repeats (never a hit: both "
                "lists leave bought products out), %zu evaluated\n",
                t.purchases_test, t.repeats, t.evaluated);
@@ -587,10 +392,6 @@ int main(int argc, char **argv)
                t.warm_hits_pop);
         status = 0;
     }
-    free(v);
-    intern_free(&ids);
-    intern_free(&custs);
-    intern_free(&prods);
-    intern_free(&camps);
+    ef_free(&f);
     return status;
 }
