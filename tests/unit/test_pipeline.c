@@ -358,6 +358,52 @@ static void test_evict_idle(void **state)
     ps_pipeline_destroy(p);
 }
 
+/* A partition's clock survives a restart: saved from one pipeline and
+ * restored in a fresh one, it judges lateness and the watermark exactly
+ * as the first would have (lateness 1 h by default). */
+static void test_partition_clock(void **state)
+{
+    (void)state;
+    ps_pipeline *a = new_pipe();
+    const int64_t h = 3600000;
+    ps_event e = ev("c1", PS_CLICK, -1, 10 * h);
+    e.part = 3;
+    apply(a, e);
+    ps_str cause;
+    assert_int_equal(ps_pipeline_partition_clock(a, 3, &cause), 10 * h);
+    assert_true(cause.len > 0);
+    char saved_cause[32];
+    snprintf(saved_cause, sizeof(saved_cause), "%.*s", (int)cause.len,
+             cause.ptr);
+    assert_int_equal(ps_pipeline_partition_clock(a, 7, &cause), INT64_MIN);
+
+    ps_pipeline *b = new_pipe(); /* the restarted process */
+    assert_int_equal(ps_pipeline_restore_partition_clock(
+                         b, 3, 10 * h, S(saved_cause), 1000),
+                     0);
+    assert_int_equal(ps_pipeline_watermark(b, 3), 9 * h);
+    assert_int_equal(ps_pipeline_global_watermark(b), 9 * h);
+    ps_str c2 = ps_pipeline_watermark_cause(b, 3);
+    assert_int_equal(c2.len, strlen(saved_cause));
+    assert_memory_equal(c2.ptr, saved_cause, c2.len);
+    /* an event 2 h older than the restored largest ts is late, as it
+     * would have been without the restart; one 30 min older is not */
+    bool late;
+    ps_event old = ev("c2", PS_CLICK, -1, 8 * h);
+    old.part = 3;
+    old.event_id = S("old");
+    assert_int_equal(ps_pipeline_apply(b, &old, cust_of(b, "c2"), &late), 0);
+    assert_true(late);
+    ps_event recent = ev("c3", PS_CLICK, -1, 10 * h - h / 2);
+    recent.part = 3;
+    recent.event_id = S("recent");
+    assert_int_equal(ps_pipeline_apply(b, &recent, cust_of(b, "c3"), &late),
+                     0);
+    assert_false(late);
+    ps_pipeline_destroy(a);
+    ps_pipeline_destroy(b);
+}
+
 /* The contract every registered aggregate must meet: init/destroy with
  * defaults, an empty flush writes nothing, and save/load round-trips a
  * zeroed slice. */
@@ -413,6 +459,7 @@ int main(void)
         cmocka_unit_test(test_state_round_trip),
         cmocka_unit_test(test_many_customers),
         cmocka_unit_test(test_evict_idle),
+        cmocka_unit_test(test_partition_clock),
         cmocka_unit_test(test_aggregate_contract),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
