@@ -12,5 +12,7 @@ int ps_cmd_run(int argc, char **argv);    /* consumer/run.c */
 int ps_cmd_broker(int argc, char **argv); /* cli/broker.c */
 int ps_cmd_gen(int argc, char **argv);    /* cli/gen.c */
 int ps_cmd_import(int argc, char **argv); /* cli/import.c */
+int ps_cmd_status(int argc, char **argv); /* cli/status.c */
+int ps_cmd_dlq(int argc, char **argv);    /* cli/dlq.c */
 
 #endif

@@ -5,6 +5,8 @@
  *   propstream broker  librdkafka's mock Kafka cluster as a process
  *   propstream gen     synthetic events modelled on the seed analysis
  *   propstream import  CSV exports to events on a Kafka topic
+ *   propstream status  live view of a deployment, from Redis only
+ *   propstream dlq     dead letters by reason; re-inject them into Kafka
  *
  * Every subcommand parses its own options (common/config.h) and returns
  * its exit code: 0 success, 1 runtime failure, 2 bad usage/configuration.
@@ -30,6 +32,10 @@ static const struct {
     {"gen", ps_cmd_gen, "generate synthetic events to Kafka or a file"},
     {"import", ps_cmd_import, "CSV exports (REES46, Online Retail, generic) "
                               "to events on Kafka"},
+    {"status", ps_cmd_status, "live view from Redis: rates, lag, dead "
+                              "letters, segments, triggers"},
+    {"dlq", ps_cmd_dlq, "dead letters by reason; list them or re-inject "
+                        "them into Kafka"},
 };
 
 static void usage(FILE *f)
