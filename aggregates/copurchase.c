@@ -12,14 +12,16 @@
  * then an undercount for customers with more than max_items distinct
  * products.
  *
- * Published: ps:prod:{x}:also, a zset y -> C[x][y].  Every increment is
- * also appended to a pending list; the flush coalesces it and writes one
- * ZINCRBY per changed pair (so instances add up and a failed flush is
- * simply written again), then ZREMRANGEBYRANK key 0 -(N+1) keeps the top
- * N = also_top_n.  Trimming makes low counts approximate: a partner
- * trimmed away restarts from 0 when it is incremented again, so members
- * near the bottom of the zset may be undercounted; members that stay in
- * the top N are exact.
+ * Published: ps:prod:{x}:also, a zset y -> C[x][y] of the top N =
+ * also_top_n partners.  Every increment is also appended to a pending
+ * list; the flush coalesces it and writes one ZINCRBY per changed pair
+ * into the complete count zset ps:state:also:{x} (so instances add up and
+ * a failed flush is simply written again), then copies its top N into
+ * ps:prod:{x}:also (ZRANGESTORE ... REV, ties by member).  Every count is
+ * exact, and the published top N depends only on the counts, never on
+ * when flushes happened (trimming the one zset instead would restart a
+ * partner trimmed away from 0, at moments that depend on flush timing).
+ * The complete zset holds every distinct co-purchased pair.
  *
  * Ranking state.  For recommendations every product x keeps an in-memory
  * table of at most K = 4 N partners {y, base, own}: view = base + own,
@@ -752,12 +754,15 @@ static void cop_write_shared_entity(void *self, const ps_entity *e,
     ps_batch_end(b);
 }
 
-static void trim(copurchase *cp, const ps_entity *x, ps_batch *b)
+/* ps:prod:{x}:also = the top N of ps:state:also:{x}. */
+static void publish_top(copurchase *cp, const ps_entity *x, ps_batch *b)
 {
-    ps_batch_begin(b, "ZREMRANGEBYRANK");
+    ps_batch_begin(b, "ZRANGESTORE");
     ps_batch_arg_key(b, "prod:", x->id, ":also");
+    ps_batch_arg_key(b, "state:also:", x->id, NULL);
     ps_batch_arg_i64(b, 0);
-    ps_batch_arg_i64(b, -(int64_t)cp->also_n - 1);
+    ps_batch_arg_i64(b, (int64_t)cp->also_n - 1);
+    ps_batch_arg_cstr(b, "REV");
     ps_batch_end(b);
 }
 
@@ -770,13 +775,13 @@ static void cop_write_shared(void *self, ps_batch *b)
         const pending *q = &cp->pend[i];
         if (q->d != 0) {
             ps_batch_begin(b, "ZINCRBY");
-            ps_batch_arg_key(b, "prod:", q->x->id, ":also");
+            ps_batch_arg_key(b, "state:also:", q->x->id, NULL);
             ps_batch_arg_i64(b, q->d);
             ps_batch_arg_str(b, q->y->id);
             ps_batch_end(b);
         }
         if (i + 1 == cp->pend_n || cp->pend[i + 1].x != q->x)
-            trim(cp, q->x, b);
+            publish_top(cp, q->x, b);
     }
 }
 

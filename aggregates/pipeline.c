@@ -50,6 +50,7 @@ typedef struct table {
 
 typedef struct part_clock {
     int64_t max_ts;  /* INT64_MIN: nothing seen */
+    int64_t hold_ts; /* held back at this next event time, or INT64_MIN */
     int64_t last_ms; /* wall clock of the last event */
     bool seen;       /* an event of this partition has been applied (or is
                         being applied) */
@@ -497,6 +498,7 @@ static part_clock *clock_of(ps_pipeline *p, uint32_t part)
             return NULL;
         for (size_t i = p->parts_n; i < n; i++) {
             v[i].max_ts = INT64_MIN;
+            v[i].hold_ts = INT64_MIN;
             v[i].last_ms = 0;
             v[i].seen = false;
             v[i].cause_len = 0;
@@ -516,7 +518,18 @@ static int64_t own_watermark(const ps_pipeline *p, const part_clock *c)
 
 static bool is_idle(const ps_pipeline *p, const part_clock *c)
 {
+    if (c->hold_ts != INT64_MIN)
+        return false; /* held back by the run loop, not idle */
     return !c->seen || p->now_ms - c->last_ms > p->conf.idle_partition_ms;
+}
+
+/* Where the partition's clock stands for the global watermark: a held
+ * partition's next event is at hold_ts. */
+static int64_t front_watermark(const ps_pipeline *p, const part_clock *c)
+{
+    if (c->hold_ts != INT64_MIN && c->hold_ts > c->max_ts)
+        return c->hold_ts - p->conf.allowed_lateness_ms;
+    return own_watermark(p, c);
 }
 
 int64_t ps_pipeline_watermark(const ps_pipeline *p, uint32_t part)
@@ -550,7 +563,7 @@ static void update_global_wm(ps_pipeline *p)
     size_t busy_part = 0, any_part = 0;
     for (size_t i = 0; i < p->parts_n; i++) {
         const part_clock *c = &p->parts[i];
-        int64_t w = own_watermark(p, c);
+        int64_t w = front_watermark(p, c);
         if (w == INT64_MIN)
             continue;
         if (w > any_max) {
@@ -581,6 +594,25 @@ int64_t ps_pipeline_partition_clock(const ps_pipeline *p, uint32_t slot,
     return c->max_ts;
 }
 
+int ps_pipeline_hold_partition(ps_pipeline *p, uint32_t slot, int64_t hold_ts,
+                               int64_t now_ms)
+{
+    part_clock *c = clock_of(p, slot);
+    if (c == NULL)
+        return PS_ERR_NOMEM;
+    c->hold_ts = hold_ts;
+    if (now_ms > c->last_ms)
+        c->last_ms = now_ms;
+    if (hold_ts == INT64_MIN && c->max_ts != INT64_MIN)
+        c->seen = true;
+    return PS_OK;
+}
+
+bool ps_pipeline_partition_is_idle(const ps_pipeline *p, uint32_t slot)
+{
+    return slot >= p->parts_n || is_idle(p, &p->parts[slot]);
+}
+
 int ps_pipeline_restore_partition_clock(ps_pipeline *p, uint32_t slot,
                                         int64_t max_ts, ps_str cause,
                                         int64_t now_ms)
@@ -589,6 +621,7 @@ int ps_pipeline_restore_partition_clock(ps_pipeline *p, uint32_t slot,
     if (c == NULL)
         return PS_ERR_NOMEM;
     c->max_ts = max_ts;
+    c->hold_ts = INT64_MIN;
     c->cause_len = cause.len <= PS_ID_MAX ? cause.len : PS_ID_MAX;
     memcpy(c->cause, cause.ptr, c->cause_len);
     c->seen = true;

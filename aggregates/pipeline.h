@@ -116,6 +116,20 @@ int ps_pipeline_restore_partition_clock(ps_pipeline *p, uint32_t slot,
                                         int64_t max_ts, ps_str cause,
                                         int64_t now_ms);
 
+/* Watermark alignment (the run loop).  The run loop holds partition slot
+ * back: its next event, with time hold_ts, ran too far ahead of the other
+ * partitions, so the partition is paused and that event not applied yet.
+ * A held partition is busy (never idle) and holds back the global
+ * watermark at hold_ts - lateness, where its next event will put it; its
+ * own watermark is unchanged.  hold_ts = INT64_MIN releases it (busy as of
+ * now_ms).  PS_OK or PS_ERR_NOMEM. */
+int ps_pipeline_hold_partition(ps_pipeline *p, uint32_t slot, int64_t hold_ts,
+                               int64_t now_ms);
+
+/* Is partition slot idle (no event for idle_partition_ms of wall-clock
+ * time, and not held)?  True for a slot never seen. */
+bool ps_pipeline_partition_is_idle(const ps_pipeline *p, uint32_t slot);
+
 /* Scale-out: other instances add to the same shared hashes, so the bases
  * this process read become stale.  Mark every shared entity in memory so
  * that its bases are read again from Redis (ps_pipeline_unloaded) when it

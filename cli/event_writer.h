@@ -142,7 +142,7 @@ void ps_event_output_close(ps_event_output *out, ps_event_output_stats *stats);
      O(output), 0},                                                           \
     {"format", 'f', PS_OPT_STR, "confluent", 1, 0, NULL,                      \
      "record encoding: confluent (0x00 + schema id + Avro), avro, json",      \
-     O(format), 0},                                                           \
+     O(format), 0, "confluent|avro|json"},                                    \
     {"schema-id", 0, PS_OPT_INT, "1", 1, 2147483647.0, NULL,                  \
      "schema id written in the Confluent frame", O(schema_id), 0}
 

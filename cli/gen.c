@@ -152,7 +152,7 @@ static const ps_option gen_options[] = {
     {"bad-mix", 0, PS_OPT_STR, "native", 1, 0, NULL,
      "malformed kinds: native (the format's flavour + garbage) or all "
      "(every kind, each in its own encoding)",
-     O(bad_mix), 0},
+     O(bad_mix), 0, "native|all"},
     {"truth", 0, PS_OPT_STR, NULL, 1, 0, NULL,
      "write every good event, in emission order, as a JSON line with its "
      "segment to FILE",

@@ -100,7 +100,7 @@ static const ps_option imp_options[] = {
     PS_EVENT_OUTPUT_OPTIONS(O),
     {"format-in", 'i', PS_OPT_STR, NULL, 1, 0, NULL,
      "input CSV layout: rees46, online-retail or generic (with --map)",
-     O(format_in), 0},
+     O(format_in), 0, "rees46|online-retail|generic"},
     {"map", 'm', PS_OPT_STR, NULL, 1, 0, NULL,
      "generic mapping FIELD=COLUMN,... for event_id, customer_id, type, "
      "product_id, amount, ts, signup_ts, campaign",

@@ -54,6 +54,9 @@ ps_part *ps_parts_add(ps_parts *ps, const char *topic, int32_t partition,
     ps_part *p = &ps->v[ps->n];
     memset(p, 0, sizeof(*p));
     p->slot = slot;
+    p->held_ts = INT64_MIN;
+    p->eof_at = -1;
+    p->end_seen = -1;
     p->topic = strdup(topic);
     if (p->topic == NULL)
         return NULL;
@@ -64,10 +67,65 @@ ps_part *ps_parts_add(ps_parts *ps, const char *topic, int32_t partition,
     return p;
 }
 
+int ps_msgq_push(ps_msgq *q, rd_kafka_message_t *m)
+{
+    if (q->n == q->cap) {
+        uint32_t cap = q->cap ? 2 * q->cap : 64;
+        rd_kafka_message_t **v = malloc((size_t)cap * sizeof(*v));
+        if (v == NULL)
+            return PS_ERR_NOMEM;
+        for (uint32_t i = 0; i < q->n; i++)
+            v[i] = q->v[(q->head + i) % q->cap];
+        free(q->v);
+        q->v = v;
+        q->cap = cap;
+        q->head = 0;
+    }
+    q->v[(q->head + q->n++) % q->cap] = m;
+    return PS_OK;
+}
+
+rd_kafka_message_t *ps_msgq_peek(const ps_msgq *q)
+{
+    return q->n ? q->v[q->head] : NULL;
+}
+
+rd_kafka_message_t *ps_msgq_last(const ps_msgq *q)
+{
+    return q->n ? q->v[(q->head + q->n - 1) % q->cap] : NULL;
+}
+
+rd_kafka_message_t *ps_msgq_pop(ps_msgq *q)
+{
+    if (q->n == 0)
+        return NULL;
+    rd_kafka_message_t *m = q->v[q->head];
+    q->head = (q->head + 1) % q->cap;
+    q->n--;
+    return m;
+}
+
+void ps_msgq_clear(ps_msgq *q)
+{
+    rd_kafka_message_t *m;
+    while ((m = ps_msgq_pop(q)) != NULL)
+        rd_kafka_message_destroy(m);
+    q->head = 0;
+}
+
+static void msgq_free(ps_msgq *q)
+{
+    ps_msgq_clear(q);
+    free(q->v);
+    memset(q, 0, sizeof(*q));
+}
+
 void ps_parts_clear(ps_parts *ps)
 {
-    for (size_t i = 0; i < ps->n; i++)
+    for (size_t i = 0; i < ps->n; i++) {
         free(ps->v[i].topic);
+        msgq_free(&ps->v[i].held);
+    }
     ps->n = 0;
     ps->last = 0;
 }

@@ -18,6 +18,24 @@
 
 #include "../common/config.h"
 
+/* A FIFO of consumed messages not handled yet (watermark alignment in
+ * run.c holds a partition's messages back while it runs ahead).  Grows
+ * on demand; the messages are owned by the queue. */
+typedef struct ps_msgq {
+    rd_kafka_message_t **v;
+    uint32_t head, n, cap;
+} ps_msgq;
+
+/* Append m (0), or PS_ERR_NOMEM. */
+int ps_msgq_push(ps_msgq *q, rd_kafka_message_t *m);
+/* The oldest message, or NULL; pop removes it (the caller owns it). */
+rd_kafka_message_t *ps_msgq_peek(const ps_msgq *q);
+rd_kafka_message_t *ps_msgq_pop(ps_msgq *q);
+/* The newest message, or NULL. */
+rd_kafka_message_t *ps_msgq_last(const ps_msgq *q);
+/* Destroy every message (keeps the storage). */
+void ps_msgq_clear(ps_msgq *q);
+
 /* One assigned partition. */
 typedef struct ps_part {
     char *topic;
@@ -26,6 +44,12 @@ typedef struct ps_part {
     int64_t flushed;   /* next offset as of the last successful flush */
     bool eof;          /* consumed to the end (last event seen) */
     uint32_t slot;     /* stable small number for the pipeline's clock */
+    /* watermark alignment (run.c): messages consumed but held back */
+    ps_msgq held;      /* in offset order; not applied, next excludes them */
+    int64_t held_ts;   /* time of the first, beyond the limit; or INT64_MIN */
+    bool full;         /* paused: held is at its cap */
+    int64_t eof_at;    /* end of partition seen while messages were held */
+    int64_t end_seen;  /* next, when the broker confirmed it as the end */
 } ps_part;
 
 /* The set of assigned partitions; small (tens to hundreds). */

@@ -71,7 +71,6 @@ typedef struct run_opts {
     char *redis_password;
     int64_t redis_db;
     int64_t redis_timeout_ms;
-    bool print_config;
     int64_t allowed_lateness_ms;
     int64_t idle_partition_ms;
     int64_t attribution_window_ms;
@@ -96,6 +95,7 @@ typedef struct run_opts {
     double next_prior_strength;
     int64_t shared_refresh_ms;
     int64_t max_customers;
+    int64_t max_ahead_ms;
 } run_opts;
 
 #define OPT(field) offsetof(run_opts, field)
@@ -146,8 +146,6 @@ static const ps_option run_options[] = {
      OPT(redis_db), 0},
     {"redis-timeout-ms", 0, PS_OPT_INT, "10000", 100, 600000, "ms",
      "Redis connect and I/O timeout", OPT(redis_timeout_ms), 0},
-    {"print-config", 0, PS_OPT_BOOL, "false", 1, 0, NULL,
-     "print the effective configuration and exit", OPT(print_config), 0},
     {"allowed-lateness-ms", 0, PS_OPT_INT, "3600000", 0, 31536000000.0, "ms",
      "watermark = largest event time seen on a partition minus this",
      OPT(allowed_lateness_ms), 0},
@@ -167,7 +165,7 @@ static const ps_option run_options[] = {
     {"prior", 0, PS_OPT_STR, "flat", 1, 0, NULL,
      "customer prior: flat (Beta(1,1)) or empirical (centred on the global "
      "rate of the same path)",
-     OPT(prior), 0},
+     OPT(prior), 0, "flat|empirical"},
     {"prior-strength", 0, PS_OPT_DBL, "10", 0, 1e9, "pseudo-trials",
      "weight of the empirical prior", OPT(prior_strength), 0},
     {"half-life-ms", 0, PS_OPT_DBL, "0", 0, 1e15, "ms",
@@ -192,11 +190,13 @@ static const ps_option run_options[] = {
      NULL,
      "k-means features, comma-separated, from: mean_amount, purchases, "
      "recency_days, frequency, total_spend, clicks, wishlists, conversion",
-     OPT(segments_features), 0},
+     OPT(segments_features), PS_OPT_CSV,
+     "mean_amount|purchases|recency_days|frequency|total_spend|clicks|"
+     "wishlists|conversion"},
     {"segments-names", 0, PS_OPT_STR, NULL, 1, 0, NULL,
      "segment names, comma-separated, one per segment in the order of the "
      "naming rule (default for k = 3: vip,premium,regular)",
-     OPT(segments_names), 0},
+     OPT(segments_names), PS_OPT_CSV},
     {"segments-half-life", 0, PS_OPT_DBL, "0", 0, 1e15, "points",
      "k-means forgetting: a centre's past weight halves after this many "
      "points reach it (0 = never)",
@@ -226,6 +226,12 @@ static const ps_option run_options[] = {
      "least recently active beyond it are dropped (their state is in "
      "Redis) down to 90 % of it, and loaded again at their next event",
      OPT(max_customers), 0},
+    {"max-ahead-ms", 0, PS_OPT_INT, "86400000", 0, 31536000000.0, "ms",
+     "watermark alignment: a partition whose event time runs more than "
+     "this ahead of the slowest busy partition is paused until the others "
+     "catch up (0 = never), so rolling windows see events in time order "
+     "even when a backlog is read",
+     OPT(max_ahead_ms), 0},
     {"shared-refresh-ms", 0, PS_OPT_INT, "1000", 0, 3600000, "ms",
      "with several instances in the group: how often the totals of shared "
      "hashes (product, campaign, global, segment, cohort) are read again, "
@@ -243,6 +249,7 @@ typedef struct run_counts {
     int64_t in, applied, bad, dup, late, lost;
     int64_t rollbacks; /* memory rolled back to what Redis held */
     int64_t evicted;   /* customers dropped from memory (--max-customers) */
+    int64_t holds;     /* partitions paused by watermark alignment */
     int64_t bad_by[PS_BAD_REASON_COUNT];
 } run_counts;
 
@@ -298,6 +305,8 @@ typedef struct run_ctx {
     int64_t rollbacks;
     char instance[40];
     bool paused;
+    size_t held_n;       /* partitions held back (align_partitions) */
+    int64_t align_limit; /* this round's latest accepted event time */
     int64_t last_flush_us, flush_us_sum, flushes;
     int64_t lag;
     int64_t start_ms;
@@ -414,43 +423,36 @@ static void copy_str(run_ctx *c, ps_str *s)
     s->ptr = dst;
 }
 
-static void handle_message(run_ctx *c, rd_kafka_message_t *m)
+static bool beyond_limit(run_ctx *c, int64_t ts);
+static void hold_at(run_ctx *c, ps_part *p, int64_t ts);
+static int queue_message(run_ctx *c, ps_part *p, rd_kafka_message_t *m);
+
+/* Apply (or hold back) message m of partition p: decode it; a good event
+ * beyond the round's alignment limit is held (returns true, m not
+ * consumed: the caller keeps it at the head of p's held queue); anything
+ * else is consumed: next offset, counters, dead letter or the round. */
+static bool consume_message(run_ctx *c, ps_part *p, rd_kafka_message_t *m)
 {
     char detail[256];
     ps_event ev;
 
-    if (m->err) {
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            ps_part *p = ps_parts_find(&c->parts, rd_kafka_topic_name(m->rkt),
-                                       m->partition);
-            if (p != NULL) {
-                p->eof = true;
-                if (m->offset >= 0)
-                    p->next = m->offset;
-            }
-            return;
-        }
-        ps_warn("kafka: %s", rd_kafka_message_errstr(m));
-        return;
+    ps_bad_reason bad = ps_decoder_decode(c->dec, m->payload, m->len, &ev,
+                                          detail, sizeof(detail));
+    if (bad == PS_BAD_NONE && beyond_limit(c, ev.ts)) {
+        hold_at(c, p, ev.ts);
+        return true;
     }
-    ps_part *p =
-        ps_parts_find(&c->parts, rd_kafka_topic_name(m->rkt), m->partition);
-    if (p == NULL || (p->next >= 0 && m->offset < p->next))
-        return; /* not ours (any more), or already consumed */
     p->eof = false;
     p->next = m->offset + 1;
     c->total.in++;
     c->delta.in++;
-
-    ps_bad_reason bad = ps_decoder_decode(c->dec, m->payload, m->len, &ev,
-                                          detail, sizeof(detail));
     if (bad != PS_BAD_NONE) {
         c->total.bad++;
         c->delta.bad++;
         c->total.bad_by[bad]++;
         c->delta.bad_by[bad]++;
         dead_letter(c, m, bad, detail);
-        return;
+        return false;
     }
     ev.part = p->slot;
     copy_str(c, &ev.event_id);
@@ -458,6 +460,46 @@ static void handle_message(run_ctx *c, rd_kafka_message_t *m)
     copy_str(c, &ev.product_id);
     copy_str(c, &ev.campaign);
     c->evs[c->ev_n++] = ev;
+    return false;
+}
+
+/* One polled message.  Returns true when it was kept (held back by
+ * alignment, queued on its partition): the caller must not destroy it. */
+static bool handle_message(run_ctx *c, rd_kafka_message_t *m)
+{
+    if (m->err) {
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            ps_part *p = ps_parts_find(&c->parts, rd_kafka_topic_name(m->rkt),
+                                       m->partition);
+            /* An end beyond what was delivered is stale (an event of
+             * an earlier assignment, before a rebalance seeked back to
+             * Redis's offsets): believing it would skip those messages. */
+            int64_t seen = p == NULL ? -1 : p->next;
+            if (p != NULL && p->held.n > 0) /* delivered, not applied */
+                seen = ps_msgq_last(&p->held)->offset + 1;
+            if (p == NULL || (seen >= 0 && m->offset > seen))
+                return false;
+            if (p->held.n > 0) {
+                p->eof_at = m->offset; /* once the held ones are applied */
+            } else {
+                p->eof = true;
+                if (m->offset >= 0)
+                    p->next = m->offset;
+            }
+            return false;
+        }
+        ps_warn("kafka: %s", rd_kafka_message_errstr(m));
+        return false;
+    }
+    ps_part *p =
+        ps_parts_find(&c->parts, rd_kafka_topic_name(m->rkt), m->partition);
+    if (p == NULL || (p->next >= 0 && m->offset < p->next))
+        return false; /* not ours (any more), or already consumed */
+    if (p->held.n > 0) /* behind held ones: in order, after them */
+        return queue_message(c, p, m) == PS_OK;
+    if (!consume_message(c, p, m))
+        return false;
+    return queue_message(c, p, m) == PS_OK;
 }
 
 /* Add id to the round's missing set unless present; keeps first copy. */
@@ -575,15 +617,20 @@ static void on_due(void *opaque, size_t i, const char *val, size_t len)
 }
 
 /*
- * Customers with open funnels that are not in memory (after a restart or a
- * rebalance) are listed in ps:state:expiry:{topic}:{partition} with their
- * earliest expiry (see aggregates/funnels.c).  Load those whose expiry the
- * partition's watermark has passed, so the next advance() closes their
- * funnels even if they never send another event.
+ * Customers with open funnels that are not in memory (after a restart, a
+ * rebalance or an eviction) are listed in ps:state:expiry:{topic}:{partition}
+ * with their earliest expiry (see aggregates/funnels.c).  Load those whose
+ * expiry the partition's watermark has passed, so the next advance()
+ * closes their funnels even if they never send another event.  The index
+ * is read in pages, lowest expiry first; due customers still in memory
+ * are skipped (their funnels close in memory; the index loses them at the
+ * next flush), and at most due_cap customers are loaded per partition per
+ * call.  Returns how many were loaded, or a negative ps_err.
  */
 static int load_due(run_ctx *c)
 {
     char key[1024];
+    int loaded = 0;
     for (size_t i = 0; i < c->parts.n; i++) {
         const ps_part *part = &c->parts.v[i];
         int64_t wm = ps_pipeline_watermark(c->pipe, part->slot);
@@ -593,23 +640,34 @@ static int load_due(run_ctx *c)
                          c->o->prefix, part->topic, part->partition);
         if (n < 0 || (size_t)n >= sizeof(key))
             continue;
-        c->due_n = 0;
-        while (ps_redis_sink_zrange_below(c->sink, key, (size_t)n, wm,
-                                          c->due_cap, on_due, c) != PS_OK)
-            if (wait_for_redis(c) < 0)
-                return PS_ERR_IO;
-        c->miss_n = 0;
-        for (size_t k = 0; k < c->due_n; k++) {
-            ps_str id = {c->due_buf + k * PS_ID_MAX, c->due_len[k]};
-            if (ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER, id) == NULL)
-                c->miss[c->miss_n++] = id;
+        size_t here = 0; /* loaded for this partition */
+        for (size_t offset = 0; here < c->due_cap;) {
+            int got;
+            c->due_n = 0;
+            while ((got = ps_redis_sink_zrange_below(
+                        c->sink, key, (size_t)n, wm, offset, c->due_cap,
+                        on_due, c)) < 0)
+                if (wait_for_redis(c) < 0)
+                    return PS_ERR_IO;
+            c->miss_n = 0;
+            for (size_t k = 0; k < c->due_n && here + c->miss_n < c->due_cap;
+                 k++) {
+                ps_str id = {c->due_buf + k * PS_ID_MAX, c->due_len[k]};
+                if (ps_pipeline_find(c->pipe, PS_KIND_CUSTOMER, id) == NULL)
+                    c->miss[c->miss_n++] = id;
+            }
+            int rc = fetch_missing(c);
+            if (rc < 0)
+                return rc;
+            here += c->miss_n;
+            if ((size_t)got < c->due_cap)
+                break; /* the last page */
+            offset += (size_t)got;
         }
-        int rc = fetch_missing(c);
-        if (rc < 0)
-            return rc;
-        c->due_loaded += c->miss_n;
+        loaded += (int)here;
+        c->due_loaded += (int64_t)here;
     }
-    return PS_OK;
+    return loaded;
 }
 
 struct shared_load {
@@ -878,14 +936,221 @@ static void set_paused(run_ctx *c, bool pause)
     rd_kafka_topic_partition_list_t *l =
         rd_kafka_topic_partition_list_new((int)c->parts.n);
     for (size_t i = 0; i < c->parts.n; i++)
-        rd_kafka_topic_partition_list_add(l, c->parts.v[i].topic,
-                                          c->parts.v[i].partition);
+        if (!c->parts.v[i].full) /* full ones stay paused (align) */
+            rd_kafka_topic_partition_list_add(l, c->parts.v[i].topic,
+                                              c->parts.v[i].partition);
+    if (l->cnt > 0 && pause)
+        rd_kafka_pause_partitions(c->rk, l);
+    else if (l->cnt > 0)
+        rd_kafka_resume_partitions(c->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    c->paused = pause;
+}
+
+static void pause_one(run_ctx *c, const ps_part *p, bool pause)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
     if (pause)
         rd_kafka_pause_partitions(c->rk, l);
     else
         rd_kafka_resume_partitions(c->rk, l);
     rd_kafka_topic_partition_list_destroy(l);
-    c->paused = pause;
+}
+
+/*
+ * Watermark alignment.  Partitions are fetched in no particular order, and
+ * one fetch can bring days of a partition's event time, so when a backlog
+ * is read one partition can run far ahead of another.  The rolling cohort
+ * windows follow the global watermark with limited room ahead; what runs
+ * further ahead pushes them on, and then their content depends on fetch
+ * order.  So each round accepts events up to
+ *     limit = global watermark + lateness + --max-ahead-ms
+ * and the first event beyond it is held back with everything after it on
+ * its partition, in a queue of consumed but unapplied messages (the
+ * offsets saved exclude them).  A held partition holds back the global
+ * watermark where its first held event will put it, so the watermark is
+ * the earliest next event time over the busy partitions.  At the start of
+ * each round, a partition whose held event is within half the limit's
+ * margin is drained (its queue applied, up to the new limit).  If every
+ * partition is held, the earliest is within it: no deadlock.  A queue at
+ * its cap pauses the partition (librdkafka then drops what it prefetched
+ * and resumes after the last message delivered, the queue's last): memory
+ * stays bounded and nothing is fetched twice in the common case.
+ */
+#define HELD_CAP(c) ((uint32_t)((c)->o->batch_max > 1024 ? (c)->o->batch_max \
+                                                          : 1024))
+
+static int queue_message(run_ctx *c, ps_part *p, rd_kafka_message_t *m)
+{
+    if (ps_msgq_push(&p->held, m) < 0) {
+        c->fatal = PS_ERR_NOMEM;
+        return PS_ERR_NOMEM;
+    }
+    if (p->held.n == 1)
+        c->held_n++;
+    if (p->held.n >= HELD_CAP(c) && !p->full) {
+        p->full = true;
+        if (!c->paused)
+            pause_one(c, p, true);
+    }
+    return PS_OK;
+}
+
+/* p's queue starts at an event of time ts beyond the limit. */
+static void hold_at(run_ctx *c, ps_part *p, int64_t ts)
+{
+    p->held_ts = ts;
+    c->total.holds++;
+    if (ps_pipeline_hold_partition(c->pipe, p->slot, ts,
+                                   now_ms(CLOCK_MONOTONIC)) < 0)
+        c->fatal = PS_ERR_NOMEM;
+}
+
+/* p's queue is empty again. */
+static void queue_emptied(run_ctx *c, ps_part *p)
+{
+    c->held_n--;
+    if (p->eof_at >= 0 && p->next >= p->eof_at)
+        p->eof = true;
+    p->eof_at = -1;
+    if (p->full) {
+        p->full = false;
+        if (!c->paused)
+            pause_one(c, p, false);
+    }
+}
+
+/* Apply p's held messages in order, until one is beyond the limit again
+ * or the round is full. */
+static void drain_held(run_ctx *c, ps_part *p)
+{
+    size_t max = (size_t)c->o->batch_max;
+    if (p->held_ts != INT64_MIN) {
+        p->held_ts = INT64_MIN;
+        if (ps_pipeline_hold_partition(c->pipe, p->slot, INT64_MIN,
+                                       now_ms(CLOCK_MONOTONIC)) < 0)
+            c->fatal = PS_ERR_NOMEM;
+    }
+    rd_kafka_message_t *m;
+    while (c->ev_n < max && !c->fatal && (m = ps_msgq_peek(&p->held))) {
+        if (!(p->next >= 0 && m->offset < p->next) &&
+            consume_message(c, p, m))
+            return; /* held again: stays at the head */
+        rd_kafka_message_destroy(ps_msgq_pop(&p->held));
+    }
+    if (p->held.n == 0)
+        queue_emptied(c, p);
+}
+
+/* Forget p's held messages (revoke, rollback, stop): they were not
+ * applied, so whoever consumes the partition next reads them again. */
+static void drop_held(run_ctx *c, ps_part *p)
+{
+    if (p->held.n > 0)
+        c->held_n--;
+    ps_msgq_clear(&p->held);
+    p->eof_at = -1;
+    if (p->held_ts != INT64_MIN) {
+        p->held_ts = INT64_MIN;
+        ps_pipeline_hold_partition(c->pipe, p->slot, INT64_MIN, 0);
+    }
+    if (p->full) {
+        p->full = false;
+        if (!c->paused && c->rk != NULL)
+            pause_one(c, p, false);
+    }
+}
+
+/* Does p hold back the alignment front?  Not when it is idle (no event
+ * for --idle-partition-ms: the global watermark does not wait for it
+ * either), nor when it is consumed to its end as the broker confirmed. */
+static bool in_front(run_ctx *c, const ps_part *p)
+{
+    if (p->held.n > 0)
+        return true;
+    if (ps_pipeline_partition_is_idle(c->pipe, p->slot))
+        return false;
+    return !(p->eof && p->end_seen == p->next);
+}
+
+/* Every partition still in the front is held or consumed to its end (as
+ * far as this consumer knows): ask the broker whether those really are at
+ * their end (the tail of a backlog), so they stop holding the others back;
+ * a partition whose broker does not answer (down) keeps holding them. */
+static void confirm_ends(run_ctx *c)
+{
+    for (size_t i = 0; i < c->parts.n; i++) {
+        const ps_part *p = &c->parts.v[i];
+        if (in_front(c, p) && p->held.n == 0 && !p->eof)
+            return; /* something can still be read: not stalled */
+    }
+    for (size_t i = 0; i < c->parts.n; i++) {
+        ps_part *p = &c->parts.v[i];
+        int64_t lo, hi;
+        if (!in_front(c, p) || p->held.n > 0 || p->next < 0)
+            continue;
+        if (rd_kafka_query_watermark_offsets(c->rk, p->topic, p->partition,
+                                             &lo, &hi, 500) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            p->next >= hi)
+            p->end_seen = p->next;
+    }
+}
+
+/* At the start of a round: this round's limit; drain what is due.  The
+ * front is the earliest next event time over the partitions that still
+ * have events to read (in_front): a held partition's first held event,
+ * another's clock.  Partitions at their end or idle do not hold it back,
+ * although the global watermark itself waits for a partition at its end
+ * until it is idle, so the final state does not depend on fetch timing. */
+static void align_partitions(run_ctx *c)
+{
+    int64_t ahead = c->o->max_ahead_ms;
+    c->align_limit = INT64_MAX;
+    if (ahead <= 0 || c->rk == NULL)
+        return;
+    int64_t front = INT64_MAX;
+    bool any_clock = false;
+    for (size_t i = 0; i < c->parts.n; i++) {
+        const ps_part *p = &c->parts.v[i];
+        ps_str cause;
+        int64_t clock = ps_pipeline_partition_clock(c->pipe, p->slot, &cause);
+        int64_t t = INT64_MAX;
+        if (clock != INT64_MIN)
+            any_clock = true;
+        if (p->held.n > 0 && p->held_ts != INT64_MIN)
+            t = p->held_ts;
+        else if (in_front(c, p) && clock != INT64_MIN)
+            t = clock;
+        if (t < front)
+            front = t;
+    }
+    if (front == INT64_MAX) {
+        /* nothing known yet: the round's first event sets the limit */
+        if (!any_clock)
+            c->align_limit = INT64_MIN;
+        return;
+    }
+    c->align_limit = front > INT64_MAX - ahead ? INT64_MAX : front + ahead;
+    for (size_t i = 0; i < c->parts.n && c->held_n > 0; i++) {
+        ps_part *p = &c->parts.v[i];
+        if (p->held.n > 0 &&
+            (p->held_ts == INT64_MIN || p->held_ts - front <= ahead / 2))
+            drain_held(c, p);
+    }
+    if (c->held_n > 0)
+        confirm_ends(c);
+}
+
+/* handle_message: should an event of time ts on p wait? */
+static bool beyond_limit(run_ctx *c, int64_t ts)
+{
+    if (c->align_limit == INT64_MIN) /* no clock yet: the first event */
+        c->align_limit = ts > INT64_MAX - c->o->max_ahead_ms
+                             ? INT64_MAX
+                             : ts + c->o->max_ahead_ms;
+    return ts > c->align_limit;
 }
 
 static void flush_succeeded(run_ctx *c, uint64_t seq, int64_t t0)
@@ -1164,7 +1429,11 @@ static int roll_back(run_ctx *c)
                 tp->offset >= 0 ? "" : "(beginning) ",
                 tp->offset >= 0 ? tp->offset : 0);
     }
-    /* the partitions are paused (Redis was away): resume, then seek */
+    /* the partitions are paused (Redis was away): resume, then seek; the
+     * clocks went back too, so alignment starts over */
+    for (size_t i = 0; i < c->parts.n; i++)
+        drop_held(c, &c->parts.v[i]); /* (the pipeline is new anyway) */
+    c->paused = true;
     set_paused(c, false);
     rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 10000);
     if (e != NULL) {
@@ -1224,6 +1493,9 @@ static void on_assign(run_ctx *c, rd_kafka_topic_partition_list_t *l)
         ps_error("assign: %s", rd_kafka_error_string(err));
         rd_kafka_error_destroy(err);
     }
+    /* a partition held (or paused) when it was last revoked from this
+     * consumer must not stay paused */
+    rd_kafka_resume_partitions(c->rk, l);
     c->paused = false;
 }
 
@@ -1246,13 +1518,17 @@ static void on_revoke(run_ctx *c, rd_kafka_topic_partition_list_t *l)
                                        l->elems[i].partition);
             if (p == NULL)
                 continue;
+            drop_held(c, p);
             free(p->topic);
             *p = c->parts.v[--c->parts.n];
             c->parts.last = 0;
         }
     } else {
         rd_kafka_assign(c->rk, NULL);
+        for (size_t i = 0; i < c->parts.n; i++)
+            drop_held(c, &c->parts.v[i]);
         ps_parts_clear(&c->parts);
+        c->held_n = 0;
     }
     ps_info("revoked %d partition(s)", l->cnt);
 }
@@ -1281,11 +1557,12 @@ static void stats_line(run_ctx *c, int64_t *last_ms, int64_t *last_in)
     fprintf(stderr,
             "propstream stats: %.0f events/s, in %" PRId64 ", applied %" PRId64
             ", bad %" PRId64 ", dup %" PRId64 ", lag %" PRId64
-            ", customers %zu (evicted %" PRId64 "), flushes %" PRId64
+            ", held %zu, customers %zu (evicted %" PRId64 "), flushes %" PRId64
             " (last %.1f ms, avg %.1f "
             "ms), redis %s\n",
             rate, c->total.in, c->total.applied, c->total.bad, c->total.dup,
-            c->lag, ps_pipeline_customer_count(c->pipe), c->total.evicted,
+            c->lag, c->held_n, ps_pipeline_customer_count(c->pipe),
+            c->total.evicted,
             c->flushes,
             (double)c->last_flush_us / 1000.0,
             c->flushes ? (double)c->flush_us_sum / 1000.0 / (double)c->flushes
@@ -1321,6 +1598,8 @@ static int collect(run_ctx *c, int64_t deadline_ms)
     size_t max = (size_t)c->o->batch_max;
     int first = 1;
 
+    align_partitions(c);
+
     while (c->ev_n < max && !stop_requested && !c->fatal) {
         int timeout = 0;
         if (first) {
@@ -1331,8 +1610,8 @@ static int collect(run_ctx *c, int64_t deadline_ms)
         if (m == NULL)
             break;
         first = 0;
-        handle_message(c, m);
-        rd_kafka_message_destroy(m);
+        if (!handle_message(c, m))
+            rd_kafka_message_destroy(m);
     }
     return c->fatal;
 }
@@ -1384,8 +1663,12 @@ static int main_loop(run_ctx *c)
         int64_t now = now_ms(CLOCK_MONOTONIC);
         bool done = c->o->exit_at_end && caught_up(c);
         if (now >= next_due || done) {
-            if (load_due(c) < 0 || process_round(c) < 0)
-                return c->fatal ? c->fatal : PS_ERR_IO;
+            /* at the end, until every due customer is in memory */
+            int n;
+            do {
+                if ((n = load_due(c)) < 0 || process_round(c) < 0)
+                    return c->fatal ? c->fatal : PS_ERR_IO;
+            } while (done && n > 0);
             next_due = now + 1000;
         }
         if (now >= next_flush || done) {
@@ -1619,6 +1902,9 @@ static int setup(run_ctx *c, char *err, size_t errsz)
 static void teardown(run_ctx *c)
 {
     if (c->rk != NULL) {
+        /* held messages were not applied: not flushed, read again later */
+        for (size_t i = 0; i < c->parts.n; i++)
+            drop_held(c, &c->parts.v[i]);
         rd_kafka_consumer_close(c->rk); /* revokes: flushes what is left */
         rd_kafka_destroy(c->rk);
     }
@@ -1669,12 +1955,6 @@ int ps_cmd_run(int argc, char **argv)
         ps_config_free(run_options, RUN_OPTIONS_N, &o, &cfg);
         return 2;
     }
-    if (o.print_config) {
-        ps_config_print(run_options, RUN_OPTIONS_N, &o, &cfg);
-        ps_config_free(run_options, RUN_OPTIONS_N, &o, &cfg);
-        return 0;
-    }
-
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;

@@ -734,15 +734,19 @@ int ps_redis_sink_hgetall_many(ps_redis_sink *s, size_t n, const char **keys,
 }
 
 int ps_redis_sink_zrange_below(ps_redis_sink *s, const char *key,
-                               size_t keylen, int64_t below, size_t limit,
-                               ps_redis_value_cb cb, void *opaque)
+                               size_t keylen, int64_t below, size_t offset,
+                               size_t limit, ps_redis_value_cb cb,
+                               void *opaque)
 {
-    char max[32], lim[32];
+    char max[32], off[32], lim[32];
     snprintf(max, sizeof(max), "(%lld", (long long)below);
+    snprintf(off, sizeof(off), "%zu", offset);
     snprintf(lim, sizeof(lim), "%zu", limit);
-    const char *argv[7] = {"ZRANGEBYSCORE", key, "-inf", max, "LIMIT", "0",
+    const char *argv[7] = {"ZRANGEBYSCORE", key, "-inf", max, "LIMIT", off,
                            lim};
-    size_t lens[7] = {13, keylen, 4, strlen(max), 5, 1, strlen(lim)};
+    size_t lens[7] = {13, keylen, 4, strlen(max), 5, strlen(off),
+                      strlen(lim)};
+    size_t count = 0;
     sigpipe_guard g;
     redisReply *r = NULL;
     int rc = call_begin(s, &g);
@@ -761,13 +765,15 @@ int ps_redis_sink_zrange_below(ps_redis_sink *s, const char *key,
                     PS_ERR_IO)
                  : unexpected(s, argv[0], r);
     } else {
+        count = r->elements;
         for (size_t i = 0; i < r->elements; i++)
             if (r->element[i]->type == REDIS_REPLY_STRING)
                 cb(opaque, i, r->element[i]->str, r->element[i]->len);
     }
     if (r != NULL)
         freeReplyObject(r);
-    return call_end(s, &g, rc);
+    rc = call_end(s, &g, rc);
+    return rc < 0 ? rc : (int)count;
 }
 
 struct one_hash {

@@ -75,12 +75,13 @@ int ps_redis_sink_hgetall_many(ps_redis_sink *sink, size_t n,
                                const char **keys, const size_t *keylens,
                                ps_redis_hash_cb cb, void *opaque);
 
-/* ZRANGEBYSCORE key -inf (below LIMIT 0 limit: the members scored below
- * `below`, lowest first; cb once per member (val = the member).  0 or
- * PS_ERR_IO. */
+/* ZRANGEBYSCORE key -inf (below LIMIT offset limit: the members scored
+ * below `below`, lowest first, from the offset-th; cb once per member
+ * (val = the member).  The number of members, or PS_ERR_IO. */
 int ps_redis_sink_zrange_below(ps_redis_sink *sink, const char *key,
-                               size_t keylen, int64_t below, size_t limit,
-                               ps_redis_value_cb cb, void *opaque);
+                               size_t keylen, int64_t below, size_t offset,
+                               size_t limit, ps_redis_value_cb cb,
+                               void *opaque);
 
 /* Last error, "" when none. */
 const char *ps_redis_sink_errstr(const ps_redis_sink *sink);

@@ -12,12 +12,13 @@
  * and then compares the two key spaces (compare_runs): every integer field
  * of every customer, product, campaign, global and cohort hash, the
  * metrics counters, the dead letters (each (partition, offset) once), the
- * triggers (each (type, cause) exactly once, same set), the reverse paths
- * and the co-purchase counts.  Values that depend on the arrival order
+ * triggers (each exactly once; the same wishlist_abandoned set), the
+ * reverse paths and the co-purchase counts.  Values that depend on the arrival order
  * across partitions (segments, and what derives from them) are left out,
  * as the contract allows: the list is in is_order_dependent().
  *
- *   test_kill9         propstream is killed with SIGKILL at 10 random
+ *   test_kill9         propstream, with --max-customers 3000 of 27,000,
+ *                      is killed with SIGKILL at 10 random
  *                      instants (each once it has flushed progress since
  *                      its start, then after a random 0-400 ms), restarted
  *                      each time, then run to the end.
@@ -46,14 +47,9 @@
  * The seed of the kill instants is printed, and can be set with
  * PS_TEST_SEED to reproduce a failure; PS_TEST_ONLY=<glob> runs one test.
  *
- * NOT YET IN THE SUITE (tests/CMakeLists.txt): every count matches, but
- * the cohort rolling windows still differ between the runs, because
- * partitions consumed from a backlog run days ahead of the global
- * watermark and push the rings (`pushed` > 0 even in the reference run).
- * It needs watermark alignment in the run loop (pause a partition that
- * runs too far ahead).  Build and run by hand:
- *   cmake --build build --target test_crash_recovery   (after adding
- *   ps_integration_test(test_crash_recovery PkgConfig::HIREDIS))
+ * In the suite with the label "slow" (a few minutes; the sanitizer pass
+ * skips it).  Cohort windows compare exactly because watermark alignment
+ * (consumer/run.c) keeps a backlog in event-time order (`pushed` 0).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -408,6 +404,9 @@ static void compare_hash(redisContext *c, const char *a_pre,
         if (counts_only && strcmp(key, "global") == 0 &&
             strcmp(f, "watermark") == 0)
             continue; /* each instance writes its own: the last writer's */
+        if (counts_only && strncmp(key, "cust:", 5) != 0 &&
+            (strcmp(f, "alpha") == 0 || strcmp(f, "beta") == 0))
+            continue; /* prior + counts as this instance saw them */
         long long la, lb;
         double xa, xb;
         if (ps_test_parse_ll(va, &la) && ps_test_parse_ll(vb, &lb)) {
@@ -468,10 +467,72 @@ static void stream_entries(redisContext *c, const char *key,
 
 /* The two streams hold the same entries (by fields), and with unique
  * set, no entry twice. */
+static void compare_stream_part(redisContext *c, const char *a_pre,
+                                const char *b_pre, const char *name,
+                                const char *const *fields, bool unique,
+                                long long min_entries, const char *only);
+
+/* Keep only the entries starting with prefix (all when NULL) or, with
+ * invert, the others. */
+static void strs_filter(strs *s, const char *prefix, bool invert)
+{
+    size_t k = 0, pl = prefix ? strlen(prefix) : 0;
+    for (size_t i = 0; i < s->n; i++) {
+        bool match = prefix == NULL || strncmp(s->v[i], prefix, pl) == 0;
+        if (match != invert)
+            s->v[k++] = s->v[i];
+        else
+            free(s->v[i]);
+    }
+    s->n = k;
+}
+
 static void compare_stream(redisContext *c, const char *a_pre,
                            const char *b_pre, const char *name,
                            const char *const *fields, bool unique,
                            long long min_entries)
+{
+    compare_stream_part(c, a_pre, b_pre, name, fields, unique, min_entries,
+                        NULL);
+}
+
+/* Triggers: each one once (no (type, cause, customer, product) twice).
+ * wishlist_abandoned (a funnel with a wishlist expiring) depends on the
+ * customer's own events only: the same set as the reference.  high_intent
+ * (a funnel's P(purchase), which includes the product's posterior, crossing
+ * the threshold) and segment_changed depend on the arrival order across
+ * partitions, which the contract lets differ as two clean runs may. */
+static void compare_triggers(redisContext *c, const char *a_pre,
+                             const char *b_pre)
+{
+    /* a trigger is identified by all its fields but the stream id: the
+     * same sweep event may move a customer twice (say vip -> regular on one
+     * instance's model, back on another's), which are two triggers */
+    static const char *const trig[] = {"type", "cause", "customer", "product",
+                                       "score", "from", "to", NULL};
+    /* (its cause, the event that moved the watermark past the expiry, is
+     * whichever partition's event did: compared without it; ts is the
+     * expiry) */
+    static const char *const abandoned[] = {"type", "customer", "product",
+                                            "ts", NULL};
+    compare_stream_part(c, a_pre, b_pre, "triggers", abandoned, true, 100,
+                        "wishlist_abandoned|");
+    char kb[128];
+    strs b = {0};
+    snprintf(kb, sizeof(kb), "%striggers", b_pre);
+    stream_entries(c, kb, trig, &b);
+    for (size_t i = 1; i < b.n; i++)
+        if (strcmp(b.v[i - 1], b.v[i]) == 0)
+            fail_msg("%s: entry %s twice", kb, b.v[i]);
+    printf("  triggers, each once: %zu\n", b.n);
+    assert_true(b.n > 0);
+    strs_free(&b);
+}
+
+static void compare_stream_part(redisContext *c, const char *a_pre,
+                                const char *b_pre, const char *name,
+                                const char *const *fields, bool unique,
+                                long long min_entries, const char *only)
 {
     char ka[128], kb[128];
     strs a = {0}, b = {0};
@@ -479,7 +540,12 @@ static void compare_stream(redisContext *c, const char *a_pre,
     snprintf(kb, sizeof(kb), "%s%s", b_pre, name);
     stream_entries(c, ka, fields, &a);
     stream_entries(c, kb, fields, &b);
-    printf("  %s: %zu entries (reference %zu)\n", name, b.n, a.n);
+    if (only != NULL) {
+        strs_filter(&a, only, false);
+        strs_filter(&b, only, false);
+    }
+    printf("  %s%s%s: %zu entries (reference %zu)\n", name,
+           only ? " " : "", only ? only : "", b.n, a.n);
     if (unique)
         for (size_t i = 1; i < b.n; i++)
             if (strcmp(b.v[i - 1], b.v[i]) == 0)
@@ -513,9 +579,14 @@ static void compare_zset_scores(redisContext *c, const char *a_pre,
         assert_non_null(rb);
         d->fields++;
         if (rb->type == REDIS_REPLY_STRING &&
-            strcmp(rb->str, ra->element[i + 1]->str) != 0)
-            note_diff(d, "%s %s: %s vs %s", key, ra->element[i]->str,
-                      ra->element[i + 1]->str, rb->str);
+            strcmp(rb->str, ra->element[i + 1]->str) != 0) {
+            char what[300];
+            snprintf(what, sizeof(what), "%s %s", key, ra->element[i]->str);
+            note_diff(d, "%s: %s vs %s", what, ra->element[i + 1]->str,
+                      rb->str);
+            note_field(d, what, "(co-purchase score)",
+                       ra->element[i + 1]->str, rb->str);
+        }
         freeReplyObject(rb);
     }
     freeReplyObject(ra);
@@ -540,6 +611,9 @@ static void compare_runs(redisContext *c, const fixture *f, const char *a_pre,
             strncmp(key, "offsets:", 8) == 0 ||
             strncmp(key, "segment:", 8) == 0 || strstr(key, ":seg:") != NULL)
             continue; /* own bookkeeping; segment-dependent */
+        if (counts_only && (strstr(key, ":w7d") || strstr(key, ":w30d")))
+            continue; /* rolling windows end at each instance's own
+                         watermark (README, Scale-out) */
         if (is_entity_hash(key) && strstr(key, ":also") == NULL &&
             strstr(key, ":reco") == NULL && strstr(key, ":intent") == NULL) {
             if (!in_b) {
@@ -582,14 +656,12 @@ static void compare_runs(redisContext *c, const fixture *f, const char *a_pre,
     assert_int_equal(hget_ll(c, mb, "events_bad"), f->bad);
 
     /* streams */
-    static const char *const trig[] = {"type", "cause", "customer", "product",
-                                       NULL};
     static const char *const dlq[] = {"partition", "offset", "reason", NULL};
     /* (steps and p are the products' step probabilities at the time:
      * they depend on the order across partitions) */
     static const char *const paths[] = {"customer", "product", "path", "ts",
                                         NULL};
-    compare_stream(c, a_pre, b_pre, "triggers", trig, true, 100);
+    compare_triggers(c, a_pre, b_pre);
     compare_stream(c, a_pre, b_pre, "dlq", dlq, true, f->bad);
     compare_stream(c, a_pre, b_pre, "paths", paths, false, 100);
     strs_free(&a);
@@ -619,6 +691,11 @@ static void test_kill9(void **state)
     const char *argv[32];
     char log[256];
     int na = run_argv(&f, "crash", "ps:", false, argv);
+    /* and a memory bound far below the 27,000 customers: evicted customers
+     * come back from Redis, at their next event or when a funnel is due */
+    argv[na++] = "--max-customers";
+    argv[na++] = "3000";
+    argv[na] = NULL;
     int kills = 0;
     for (int life = 0; kills < 10 && life < 40; life++) {
         long long before = hget_ll(c, "ps:metrics", "events_in");
@@ -776,6 +853,67 @@ static void test_redis_restart(void **state)
     fixture_stop(&f);
 }
 
+/* Kafka faults while consuming a topic being produced: the mock
+ * cluster's broker 1 goes down for 2 s with every partition's leader
+ * moved to broker 2 (`propstream broker` drill SIGUSR1), later Fetch and
+ * Heartbeat requests fail (SIGUSR2).  propstream must ride through both
+ * and end equal to an uninterrupted run of the same topic.
+ *
+ * NOT PASSING YET, so not in the suite (PS_TEST_BROKER_FAULT=1 runs it):
+ * every record is consumed once (it found a stale end-of-partition event
+ * after the rebalance the heartbeat errors cause, which skipped records;
+ * fixed), but the run ends with a global watermark about 2 days of event
+ * time below the reference's, so fewer funnels have expired.  The
+ * generator's time is compressed (1.6 simulated days per second at
+ * 15,000 records/s), so the 2 s outage and the rebalance are days of
+ * event time; the cause is not found yet. */
+static void test_broker_fault(void **state)
+{
+    (void)state;
+    fixture f;
+    fixture_servers(&f);
+    pid_t gen = fixture_gen(&f, 12000, "15000");
+    redisContext *c = connect_redis(f.redis.port);
+
+    const char *argv[32];
+    char log[256];
+    run_argv(&f, "fault", "ps:", false, argv);
+    log_path(&f, "run", log, sizeof(log));
+    pid_t pid = ps_test_spawn(argv, NULL, log);
+    assert_true(pid > 0);
+
+    long long at = wait_events_in(&c, f.redis.port, 25000, 120000);
+    assert_true(at >= 25000);
+    assert_int_equal(kill(f.broker.pid, SIGUSR1), 0);
+    printf("broker 1 down for 2 s, leaders moved, at %lld records\n", at);
+    long long later = wait_events_in(&c, f.redis.port, at + 30000, 120000);
+    assert_true(later >= at + 30000);
+    assert_int_equal(kill(f.broker.pid, SIGUSR2), 0);
+    printf("Fetch and Heartbeat errors injected at %lld records\n", later);
+
+    fixture_gen_wait(&f, gen);
+    long long in = wait_events_in(&c, f.redis.port, f.records, 180000);
+    /* (the producer may have retried into duplicates: wait for no lag) */
+    for (int t = 0; t < 60000; t += 100) {
+        ps_test_sleep_ms(100);
+        if (hget_ll(c, "ps:metrics", "lag") == 0 &&
+            hget_ll(c, "ps:metrics", "events_in") == in)
+            break;
+        in = hget_ll(c, "ps:metrics", "events_in");
+    }
+    kill(pid, SIGTERM);
+    int rc = ps_test_wait_exit(pid, 60000);
+    if (rc != 0 || in < f.records) {
+        show_log(log);
+        fail_msg("propstream run exited %d, %lld of %lld records in", rc, in,
+                 f.records);
+    }
+    run_to_end(&f, "ref", "ref:", "ref", 300);
+    compare_runs(c, &f, "ref:", "ps:");
+    redisFree(c);
+    fixture_stop(&f);
+}
+
 static void test_scale_out(void **state)
 {
     (void)state;
@@ -849,6 +987,11 @@ int main(void)
         cmocka_unit_test(test_redis_restart),
         cmocka_unit_test(test_kill9),
     };
+    /* test_broker_fault does not pass yet (see its comment): run it by
+     * hand with PS_TEST_BROKER_FAULT=1 */
+    const struct CMUnitTest fault[] = {cmocka_unit_test(test_broker_fault)};
+    if (getenv("PS_TEST_BROKER_FAULT") != NULL)
+        return cmocka_run_group_tests(fault, NULL, NULL);
     /* PS_TEST_ONLY=test_kill9 runs one test (a glob) */
     if (getenv("PS_TEST_ONLY") != NULL)
         cmocka_set_test_filter(getenv("PS_TEST_ONLY"));

@@ -5,8 +5,8 @@
  *
  * Each case applies events to a fresh pipeline and reads back the
  * in-memory view (ps_copurchase_count, ps_copurchase_reco) and what a flush
- * writes into a ps_batch: ZINCRBY deltas and ZREMRANGEBYRANK trims of
- * ps:prod:{x}:also, DEL + ZADD of ps:cust:{id}:reco, the also_state
+ * writes into a ps_batch: ZINCRBY deltas into ps:state:also:{x} and the
+ * ZRANGESTORE of its top N into ps:prod:{x}:also, DEL + ZADD of ps:cust:{id}:reco, the also_state
  * snapshot, the popular list in ps:state:agg:copurchase.  Product
  * posteriors are funnels' flat (1 + s) / (2 + n); the popular fill-up
  * scores s_min * n(q) / (n_1 + 1) (copurchase.c).
@@ -88,19 +88,27 @@ static int ncmd(const ps_fx *f, const char *cmd, const char *key)
 }
 
 /* The trim of key: its stop rank (-(N+1)), or 0 when there is none. */
-static long long trim_stop(const ps_fx *f, const char *key)
+/* The stop index of the ZRANGESTORE publishing key's top N (-1: none). */
+static long long top_stop(const ps_fx *f, const char *key)
 {
-    const char *argv[4];
-    size_t lens[4];
-    long long stop = 0;
+    const char *argv[6];
+    size_t lens[6];
+    long long stop = -1;
+    char src[128];
+    /* "ps:state:also:x" from "ps:prod:x:also" */
+    snprintf(src, sizeof(src), "ps:state:also:%.*s",
+             (int)(strlen(key) - strlen("ps:prod:") - strlen(":also")),
+             key + strlen("ps:prod:"));
     for (size_t i = 0; i < ps_batch_count(f->b); i++) {
-        if (ps_batch_argc(f->b, i) != 4)
+        if (ps_batch_argc(f->b, i) != 6)
             continue;
         ps_batch_argv(f->b, i, argv, lens);
-        if (strcmp(argv[0], "ZREMRANGEBYRANK") == 0 &&
+        if (strcmp(argv[0], "ZRANGESTORE") == 0 &&
             strcmp(argv[1], key) == 0) {
-            assert_string_equal(argv[2], "0");
-            stop = strtoll(argv[3], NULL, 10);
+            assert_string_equal(argv[2], src);
+            assert_string_equal(argv[3], "0");
+            assert_string_equal(argv[5], "REV");
+            stop = strtoll(argv[4], NULL, 10);
         }
     }
     return stop;
@@ -164,20 +172,20 @@ static void test_counts(void **state)
     assert_int_equal(count(&f, "p1", "p1"), 0);
 
     ps_fx_flush(&f);
-    assert_int_equal(zincr(&f, "ps:prod:p1:also", "p2"), 2);
-    assert_int_equal(zincr(&f, "ps:prod:p2:also", "p1"), 2);
-    assert_int_equal(zincr(&f, "ps:prod:p1:also", "p3"), 1);
-    assert_int_equal(zincr(&f, "ps:prod:p3:also", "p2"), 1);
-    assert_int_equal(zincr(&f, "ps:prod:p4:also", "p2"), 1);
-    assert_int_equal(zincr(&f, "ps:prod:p1:also", "p4"), 0);
+    assert_int_equal(zincr(&f, "ps:state:also:p1", "p2"), 2);
+    assert_int_equal(zincr(&f, "ps:state:also:p2", "p1"), 2);
+    assert_int_equal(zincr(&f, "ps:state:also:p1", "p3"), 1);
+    assert_int_equal(zincr(&f, "ps:state:also:p3", "p2"), 1);
+    assert_int_equal(zincr(&f, "ps:state:also:p4", "p2"), 1);
+    assert_int_equal(zincr(&f, "ps:state:also:p1", "p4"), 0);
     /* one coalesced ZINCRBY per pair: 4 unordered pairs, both ways */
     assert_int_equal(ncmd(&f, "ZINCRBY", NULL), 8);
-    /* the default top 20: keep ranks -20..-1 */
-    assert_int_equal(trim_stop(&f, "ps:prod:p1:also"), -21);
-    assert_int_equal(ncmd(&f, "ZREMRANGEBYRANK", NULL), 4);
+    /* the default top 20: ranks 0..19 of the counts, highest first */
+    assert_int_equal(top_stop(&f, "ps:prod:p1:also"), 19);
+    assert_int_equal(ncmd(&f, "ZRANGESTORE", NULL), 4);
     /* a failed flush writes the same deltas again */
     ps_fx_flush(&f);
-    assert_int_equal(zincr(&f, "ps:prod:p1:also", "p2"), 2);
+    assert_int_equal(zincr(&f, "ps:state:also:p1", "p2"), 2);
     ps_pipeline_flushed(f.p);
 
     /* after a successful flush only new pairs are written; repeats add
@@ -189,9 +197,9 @@ static void test_counts(void **state)
     ps_pipeline_flushed(f.p);
     ev(&f, "b", PS_PURCHASE, "p3", 11 * H);
     ps_fx_flush(&f);
-    assert_int_equal(zincr(&f, "ps:prod:p3:also", "p1"), 1);
-    assert_int_equal(zincr(&f, "ps:prod:p3:also", "p2"), 1);
-    assert_int_equal(zincr(&f, "ps:prod:p1:also", "p3"), 1);
+    assert_int_equal(zincr(&f, "ps:state:also:p3", "p1"), 1);
+    assert_int_equal(zincr(&f, "ps:state:also:p3", "p2"), 1);
+    assert_int_equal(zincr(&f, "ps:state:also:p1", "p3"), 1);
     assert_int_equal(ncmd(&f, "ZINCRBY", NULL), 4);
     assert_int_equal(count(&f, "p1", "p3"), 2);
     ps_pipeline_flushed(f.p);
@@ -199,8 +207,8 @@ static void test_counts(void **state)
 }
 
 /*
- * Top-N trimming with also_top_n = 1: the zset keeps rank -1 only
- * (ZREMRANGEBYRANK 0 -2) and every delta is still written exactly; the
+ * Top N with also_top_n = 1: the published zset is rank 0 of the counts
+ * (ZRANGESTORE ... 0 0 REV) and every delta is still written exactly; the
  * in-memory table keeps K = 4 partners, and a fifth takes the place of a
  * count-1 partner.
  */
@@ -234,11 +242,11 @@ static void test_top_n(void **state)
     ev(&f, "c9", PS_PURCHASE, "x", 3 * H);
     assert_int_equal(count(&f, "x", "y1"), 4);
     ps_fx_flush(&f);
-    assert_int_equal(zincr(&f, "ps:prod:x:also", "y1"), 4);
-    assert_int_equal(zincr(&f, "ps:prod:x:also", "y2"), 2);
-    assert_int_equal(zincr(&f, "ps:prod:x:also", "y3"), 1);
-    assert_int_equal(zincr(&f, "ps:prod:x:also", "y5"), 1); /* exact */
-    assert_int_equal(trim_stop(&f, "ps:prod:x:also"), -2);
+    assert_int_equal(zincr(&f, "ps:state:also:x", "y1"), 4);
+    assert_int_equal(zincr(&f, "ps:state:also:x", "y2"), 2);
+    assert_int_equal(zincr(&f, "ps:state:also:x", "y3"), 1);
+    assert_int_equal(zincr(&f, "ps:state:also:x", "y5"), 1); /* exact */
+    assert_int_equal(top_stop(&f, "ps:prod:x:also"), 0);
     ps_pipeline_flushed(f.p);
     ps_fx_clear(&f);
 }
@@ -477,7 +485,7 @@ static void test_save_load(void **state)
     assert_int_equal(count(&g, "B", "D"), 1); /* D is only wishlisted */
     ps_fx_flush(&g);
     assert_int_equal(ncmd(&g, "ZINCRBY", NULL), 2);
-    assert_int_equal(zincr(&g, "ps:prod:B:also", "A"), 1);
+    assert_int_equal(zincr(&g, "ps:state:also:B", "A"), 1);
     /* reco: C = C[B][C] = 1 at P 1/2 (no funnels in g) */
     assert_close(zadd_score(&g, "ps:cust:t:reco", "C"), 0.5, 1e-9);
     assert_true(isnan(zadd_score(&g, "ps:cust:t:reco", "A")));

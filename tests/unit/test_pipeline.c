@@ -404,6 +404,51 @@ static void test_partition_clock(void **state)
     ps_pipeline_destroy(b);
 }
 
+/* Watermark alignment: a held partition holds back the global watermark
+ * at its next event's time (not at its last), is never idle, and its own
+ * watermark is unchanged; released, it is a busy partition again. */
+static void test_hold_partition(void **state)
+{
+    (void)state;
+    ps_pipeline *p = new_pipe(); /* lateness 1 h, idle after 60 s */
+    const int64_t h = 3600000;
+    ps_event a = ev("c1", PS_CLICK, -1, 10 * h);
+    a.part = 0;
+    a.event_id = S("a");
+    apply(p, a);
+    ps_event b = ev("c2", PS_CLICK, -1, 50 * h);
+    b.part = 1;
+    b.event_id = S("b");
+    apply(p, b);
+    assert_int_equal(ps_pipeline_advance(p, 1000), 0);
+    assert_int_equal(ps_pipeline_global_watermark(p), 9 * h);
+    /* partition 0's next event is at 30 h: held there */
+    assert_int_equal(ps_pipeline_hold_partition(p, 0, 30 * h, 1000), 0);
+    assert_int_equal(ps_pipeline_advance(p, 2000), 0);
+    assert_int_equal(ps_pipeline_global_watermark(p), 29 * h);
+    assert_int_equal(ps_pipeline_watermark(p, 0), 9 * h);
+    /* long after (partition 0 got no event): still busy, still holding
+     * back the watermark; partition 1 went idle */
+    assert_int_equal(ps_pipeline_advance(p, 2000 + 10 * 60000), 0);
+    assert_int_equal(ps_pipeline_global_watermark(p), 29 * h);
+    /* released, and its event applied: the watermark follows it */
+    assert_int_equal(ps_pipeline_hold_partition(p, 0, INT64_MIN,
+                                                2000 + 10 * 60000), 0);
+    ps_event a2 = ev("c1", PS_CLICK, -1, 30 * h);
+    a2.part = 0;
+    a2.event_id = S("a2");
+    apply(p, a2);
+    assert_int_equal(ps_pipeline_advance(p, 3000 + 10 * 60000), 0);
+    assert_int_equal(ps_pipeline_global_watermark(p), 29 * h);
+    assert_int_equal(ps_pipeline_watermark(p, 0), 29 * h);
+    /* a hold on a partition never seen makes it busy too */
+    assert_int_equal(ps_pipeline_hold_partition(p, 5, 20 * h, 4000 + 10 * 60000),
+                     0);
+    assert_int_equal(ps_pipeline_advance(p, 4000 + 10 * 60000), 0);
+    assert_int_equal(ps_pipeline_global_watermark(p), 29 * h); /* never back */
+    ps_pipeline_destroy(p);
+}
+
 /* The contract every registered aggregate must meet: init/destroy with
  * defaults, an empty flush writes nothing, and save/load round-trips a
  * zeroed slice. */
@@ -460,6 +505,7 @@ int main(void)
         cmocka_unit_test(test_many_customers),
         cmocka_unit_test(test_evict_idle),
         cmocka_unit_test(test_partition_clock),
+        cmocka_unit_test(test_hold_partition),
         cmocka_unit_test(test_aggregate_contract),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
