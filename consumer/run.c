@@ -1683,10 +1683,14 @@ static int main_loop(run_ctx *c)
             /* Spend at most about a fifth of the time flushing: when a
              * flush takes longer than interval / 4 (a backlog, many
              * customers changed), the next one waits 4x its duration, so
-             * more events coalesce per write.  Once caught up, flushes are
-             * small and the configured interval (freshness) holds again. */
+             * more events coalesce per write -- but never more than 1 s
+             * (or the interval, if longer), so Redis stays fresh within
+             * about a second even then.  Once caught up, flushes are small
+             * and the configured interval holds again. */
             int64_t took = c->last_flush_us / 1000;
-            next_flush = now + (4 * took > interval ? 4 * took : interval);
+            int64_t wait = 4 * took > interval ? 4 * took : interval;
+            int64_t cap = interval > 1000 ? interval : 1000;
+            next_flush = now + (wait < cap ? wait : cap);
             if (refresh_shared(c, now, &next_refresh) < 0)
                 return PS_ERR_NOMEM;
         }
