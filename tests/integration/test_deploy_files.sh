@@ -353,10 +353,13 @@ class H(BaseHTTPRequestHandler):
 HTTPServer(("127.0.0.1", port), H).serve_forever()
 EOF
   pids+=($!)
-  for _ in $(seq 100); do
-    (exec 3<> "/dev/tcp/127.0.0.1/$sport") 2> /dev/null && break
+  # (python3 can take seconds to start on a loaded machine)
+  up=0
+  for _ in $(seq 400); do
+    (exec 3<> "/dev/tcp/127.0.0.1/$sport") 2> /dev/null && { up=1; break; }
     sleep 0.05
   done
+  [ "$up" = 1 ] || { cat "$tmp/registry.log" >&2; fail "fake Schema Registry did not start on port $sport"; }
   export SCHEMA_REGISTRY_USER=sr-user SCHEMA_REGISTRY_PASSWORD='p"a\ss word'
   fs=$deploy/fetch-schemas.sh
   if ! "$fs" -u "http://127.0.0.1:$sport/" -d "$tmp/schemas" 42 -s events-value > "$tmp/fs.out" 2>&1; then
