@@ -290,17 +290,45 @@ static void cell_leave(segments *s, int k, const double *x)
     }
 }
 
-static void names_refresh(segments *s)
+struct renamed {
+    segments *s;
+    bool changed[PS_KMEANS_MAX_K];
+};
+
+/* A customer of a renamed segment: write its segment_name again. */
+static void rename_one(void *opaque, ps_entity *cust)
+{
+    struct renamed *r = opaque;
+    seg_cust *c = ps_pipeline_slice(r->s->pipe, cust, r->s->me);
+    if (c->segment >= 0 && c->segment < r->s->k && r->changed[c->segment]) {
+        c->changed_gen = ps_pipeline_generation(r->s->pipe) + 1;
+        ps_pipeline_touch(r->s->pipe, cust);
+    }
+}
+
+/* Names by the naming rule.  When names change hands (the centres moved
+ * past each other), every customer in memory of a renamed segment is
+ * written again, so its segment_name agrees with ps:segment:{k} (those
+ * not in memory get it at their next event). */
+static void names_refresh(segments *s, bool rewrite)
 {
     const char *dflt[PS_KMEANS_MAX_K];
+    struct renamed r = {s, {false}};
+    bool any = false;
     if (ps_kmeans_name(s->km, s->amount_dim, s->count_dim, dflt) < 0)
         return;
     for (int k = 0; k < s->k; k++) {
         int role = ps_kmeans_role(s->km, k);
-        s->names[k] = s->ncustom > 0 && role >= 0 && role < s->ncustom
-                          ? s->custom[role]
-                          : dflt[k];
+        const char *name = s->ncustom > 0 && role >= 0 && role < s->ncustom
+                               ? s->custom[role]
+                               : dflt[k];
+        if (s->names[k] != NULL && name != NULL &&
+            strcmp(s->names[k], name) != 0)
+            any = r.changed[k] = true;
+        s->names[k] = name;
     }
+    if (any && rewrite)
+        ps_pipeline_foreach(s->pipe, PS_KIND_CUSTOMER, rename_one, &r);
 }
 
 /* ------------------------------------------------------------- lifecycle */
@@ -562,7 +590,7 @@ static void model_step(segments *s, bool force_sweep)
         reseed_dying(s, &w);
         sync_all(s);
     }
-    names_refresh(s);
+    names_refresh(s, true);
     s->model_gen = ps_pipeline_generation(s->pipe) + 1;
 }
 
@@ -580,7 +608,7 @@ static void model_start(segments *s)
         memset(s->cells[k].sum, 0, sizeof(s->cells[k].sum));
     }
     sync_all(s);
-    names_refresh(s);
+    names_refresh(s, true);
     model_step(s, true);
 }
 
@@ -806,7 +834,7 @@ static int seg_load_state(void *self, const void *blob, size_t len)
     s->km = km;
     if (ps_kmeans_initialised(s->km)) {
         sync_all(s);
-        names_refresh(s);
+        names_refresh(s, false);
     }
     return PS_OK;
 }
