@@ -249,7 +249,6 @@ typedef struct run_counts {
     int64_t in, applied, bad, dup, late, lost;
     int64_t rollbacks; /* memory rolled back to what Redis held */
     int64_t evicted;   /* customers dropped from memory (--max-customers) */
-    int64_t holds;     /* partitions paused by watermark alignment */
     int64_t bad_by[PS_BAD_REASON_COUNT];
 } run_counts;
 
@@ -1001,7 +1000,6 @@ static int queue_message(run_ctx *c, ps_part *p, rd_kafka_message_t *m)
 static void hold_at(run_ctx *c, ps_part *p, int64_t ts)
 {
     p->held_ts = ts;
-    c->total.holds++;
     if (ps_pipeline_hold_partition(c->pipe, p->slot, ts,
                                    now_ms(CLOCK_MONOTONIC)) < 0)
         c->fatal = PS_ERR_NOMEM;
