@@ -35,6 +35,7 @@
  */
 #include "batch.h"
 #include "error.h"
+#include "numfmt.h"
 
 #include <assert.h>
 #include <math.h>
@@ -230,116 +231,21 @@ void ps_batch_arg_str(ps_batch *b, ps_str s)
 
 void ps_batch_arg_i64(ps_batch *b, int64_t v)
 {
-    /* Exact decimal, written backwards; the magnitude is taken as unsigned
-     * so INT64_MIN needs no special case. */
-    char tmp[24];
-    char *p = tmp + sizeof(tmp);
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u != 0);
-    if (v < 0)
-        *--p = '-';
-    ps_batch_arg(b, p, (size_t)(tmp + sizeof(tmp) - p));
+    char tmp[PS_FMT_NUM_MAX];
+    ps_batch_arg(b, tmp, ps_fmt_i64(tmp, v));
 }
 
-/* Integral doubles below 2^53 are exact integers: print them as such. */
-static bool arg_integral(ps_batch *b, double v)
-{
-    if (v == 0.0 && signbit(v)) {
-        ps_batch_arg(b, "-0", 2);
-        return true;
-    }
-    if (fabs(v) < 9007199254740992.0 && v == (double)(int64_t)v) {
-        ps_batch_arg_i64(b, (int64_t)v);
-        return true;
-    }
-    return false;
-}
-
-static bool arg_nonfinite(ps_batch *b, double v)
-{
-    if (isnan(v)) {
-        ps_batch_arg(b, "nan", 3);
-        return true;
-    }
-    if (isinf(v)) {
-        if (v > 0)
-            ps_batch_arg(b, "inf", 3);
-        else
-            ps_batch_arg(b, "-inf", 4);
-        return true;
-    }
-    return false;
-}
-
+/* Numbers are formatted by common/numfmt.c into a stack buffer. */
 void ps_batch_arg_dbl(ps_batch *b, double v)
 {
-    if (arg_nonfinite(b, v) || arg_integral(b, v))
-        return;
-    /* The fewest of 15, 16, 17 significant digits that read back as the
-     * same double: 17 always round-trip (IEEE 754), and most values people
-     * see (0.1, 39940.21) need 15. */
-    char tmp[32];
-    int n = 0;
-    for (int digits = 15; digits <= 17; digits++) {
-        n = snprintf(tmp, sizeof(tmp), "%.*g", digits, v);
-        if (digits == 17 || strtod(tmp, NULL) == v)
-            break;
-    }
-    assert(n > 0 && (size_t)n < sizeof(tmp));
-    ps_batch_arg(b, tmp, (size_t)n);
+    char tmp[PS_FMT_NUM_MAX];
+    ps_batch_arg(b, tmp, ps_fmt_dbl(tmp, v));
 }
 
 void ps_batch_arg_real(ps_batch *b, double v)
 {
-    static const double pow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6,
-                                   1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13};
-    if (arg_nonfinite(b, v) || arg_integral(b, v))
-        return;
-    double a = fabs(v);
-    if (a < 1e-4 || a >= 1e9) {
-        char tmp[32];
-        int n = snprintf(tmp, sizeof(tmp), "%.10g", v);
-        ps_batch_arg(b, tmp, (size_t)n);
-        return;
-    }
-    /* 10 significant digits with integer arithmetic: e = floor(log10 a),
-     * scale so that the integer m has 10 digits, then place the point. */
-    int e = 0;
-    while (e < 8 && a >= pow10[e + 1])
-        e++;
-    while (e > -4 && a < (e >= 0 ? pow10[e] : 1.0 / pow10[-e]))
-        e--;
-    int decimals = 9 - e; /* 1 .. 13 */
-    uint64_t m = (uint64_t)llround(a * pow10[decimals]);
-    uint64_t unit = (uint64_t)pow10[decimals];
-    uint64_t ip = m / unit, fp = m % unit;
-    char tmp[40], *p = tmp;
-    if (v < 0)
-        *p++ = '-';
-    char digits[24], *d = digits + sizeof(digits);
-    do {
-        *--d = (char)('0' + ip % 10);
-        ip /= 10;
-    } while (ip != 0);
-    memcpy(p, d, (size_t)(digits + sizeof(digits) - d));
-    p += digits + sizeof(digits) - d;
-    if (fp != 0) {
-        char frac[20];
-        for (int i = decimals - 1; i >= 0; i--) {
-            frac[i] = (char)('0' + fp % 10);
-            fp /= 10;
-        }
-        int len = decimals;
-        while (len > 0 && frac[len - 1] == '0')
-            len--;
-        *p++ = '.';
-        memcpy(p, frac, (size_t)len);
-        p += len;
-    }
-    ps_batch_arg(b, tmp, (size_t)(p - tmp));
+    char tmp[PS_FMT_NUM_MAX];
+    ps_batch_arg(b, tmp, ps_fmt_real(tmp, v));
 }
 
 void ps_batch_arg_fmt(ps_batch *b, const char *fmt, ...)
