@@ -59,6 +59,8 @@
 #include <assert.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
+#include <string.h>
 
 #include <gsl/gsl_cdf.h>
 #include <gsl/gsl_errno.h>
@@ -165,11 +167,11 @@ static double beta_bisect_quantile(double p, double a, double b)
     return mid;
 }
 
-double ps_beta_quantile(double p, double a, double b)
+/* The quantile proper (ps_beta_quantile memoises it). */
+static double beta_quantile_compute(double p, double a, double b)
 {
     double x;
 
-    ps_beta_init();
     p = clamp(p, 0, 1, 0.5);
     if (p == 0)
         return 0;
@@ -188,6 +190,46 @@ double ps_beta_quantile(double p, double a, double b)
     if (!isnan(x))
         return x;
     return beta_normal_quantile(p, a, b);
+}
+
+/*
+ * Memo.  Flushes ask for the same few quantiles over and over (every
+ * customer with 3 trials and no success under the flat prior has the
+ * same Beta(1, 4) interval), and one GSL inversion costs microseconds.
+ * So answers are kept in a small direct-mapped table per thread, keyed by
+ * the exact bits of (p, a, b): a hit returns the very double computed
+ * before, so results do not depend on what was asked earlier.
+ */
+#define BETA_MEMO_SIZE 2048 /* entries, a power of two; 32 bytes each */
+
+/* Zero-initialised: an all-zero entry answers (0, 0, 0) with 0, which is
+ * the quantile p = 0 gives anyway. */
+typedef struct beta_memo_entry {
+    double p, a, b, x;
+} beta_memo_entry;
+
+static _Thread_local beta_memo_entry beta_memo[BETA_MEMO_SIZE];
+
+static uint64_t dbl_bits(double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof(u));
+    return u;
+}
+
+double ps_beta_quantile(double p, double a, double b)
+{
+    ps_beta_init();
+    uint64_t h = dbl_bits(p) * 0x9E3779B97F4A7C15ull;
+    h = (h ^ dbl_bits(a)) * 0xC2B2AE3D27D4EB4Full;
+    h = (h ^ dbl_bits(b)) * 0x165667B19E3779F9ull;
+    beta_memo_entry *e = &beta_memo[(h >> 40) & (BETA_MEMO_SIZE - 1)];
+    if (dbl_bits(e->p) == dbl_bits(p) &&
+        dbl_bits(e->a) == dbl_bits(a) && dbl_bits(e->b) == dbl_bits(b))
+        return e->x;
+    double x = beta_quantile_compute(p, a, b);
+    *e = (beta_memo_entry){p, a, b, x};
+    return x;
 }
 
 /*
