@@ -80,7 +80,14 @@
 
 /* path bits (1, 2, 3) -> index of per-path counters (0 c, 1 w, 2 cw) */
 static int path_ix(unsigned path) { return path == PATH_C ? 0 : path == PATH_W ? 1 : 2; }
-static const char *const path_names[3] = {"c", "w", "cw"};
+/* paths: c, w, cw */
+/* per-path field names of the output hashes (no formatting in flushes) */
+static const char *const trials_field[3] = {"trials_c", "trials_w",
+                                            "trials_cw"};
+static const char *const successes_field[3] = {"successes_c", "successes_w",
+                                               "successes_cw"};
+static const char *const p_purchase_field[3] = {
+    "p_purchase_c", "p_purchase_w", "p_purchase_cw"};
 
 /* ------------------------------------------------------ shared counters */
 
@@ -738,7 +745,6 @@ static void funnels_write_customer(void *self, const ps_entity *cust,
     const cust_funnels *cs = state;
     double n = 0, s = 0, a0, b0;
     ps_beta_post post;
-    char name[32];
 
     /* unchanged since the last successful flush: already in Redis */
     if (cs->changed_gen <= ps_pipeline_generation(f->pipe))
@@ -760,13 +766,11 @@ static void funnels_write_customer(void *self, const ps_entity *cust,
     field_dbl(b, "p_purchase_lo", post.lo);
     field_dbl(b, "p_purchase_hi", post.hi);
     for (int x = 0; x < 3; x++) {
-        snprintf(name, sizeof(name), "trials_%s", path_names[x]);
-        field_dbl(b, name, cs->trials[x]);
-        snprintf(name, sizeof(name), "successes_%s", path_names[x]);
-        field_dbl(b, name, cs->succ[x]);
+        field_dbl(b, trials_field[x], cs->trials[x]);
+        field_dbl(b, successes_field[x], cs->succ[x]);
         cust_prior(f, cust, x, &a0, &b0);
-        snprintf(name, sizeof(name), "p_purchase_%s", path_names[x]);
-        field_dbl(b, name, (a0 + cs->succ[x]) / (a0 + b0 + cs->trials[x]));
+        field_dbl(b, p_purchase_field[x],
+                  (a0 + cs->succ[x]) / (a0 + b0 + cs->trials[x]));
     }
 }
 
@@ -837,7 +841,6 @@ static void write_posterior(funnels *f, ps_batch *b, const shared_counts *s,
                             bool with_ab)
 {
     ps_beta_post post;
-    char name[32];
     int64_t n = view(s, K_TRIALS), k = view(s, K_SUCC);
     ps_beta_posterior((double)k, (double)n, 1, 1, f->conf.credible_level,
                       &post);
@@ -848,11 +851,10 @@ static void write_posterior(funnels *f, ps_batch *b, const shared_counts *s,
         field_dbl(b, "alpha", post.alpha);
         field_dbl(b, "beta", post.beta);
     }
-    for (int x = 0; x < 3; x++) {
-        snprintf(name, sizeof(name), "p_purchase_%s", path_names[x]);
-        field_dbl(b, name, flat_mean(view(s, K_SUCC_C + 2 * x),
-                                     view(s, K_TRIALS_C + 2 * x)));
-    }
+    for (int x = 0; x < 3; x++)
+        field_dbl(b, p_purchase_field[x],
+                  flat_mean(view(s, K_SUCC_C + 2 * x),
+                            view(s, K_TRIALS_C + 2 * x)));
 }
 
 static void funnels_write_shared_entity(void *self, const ps_entity *e,

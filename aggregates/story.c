@@ -51,7 +51,6 @@
  * those it reads (last in aggregates.def).
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +64,7 @@
 #include "pipeline.h"
 #include "segments.h"
 #include "../common/error.h"
+#include "../common/numfmt.h"
 
 #define STORY_ALPHA 0.3       /* 1 - decay per newer amount, recent mean */
 #define STORY_LEVEL_BAND 0.10 /* above / below the reference beyond this */
@@ -136,37 +136,56 @@ typedef struct sb {
     size_t len, cap;
 } sb;
 
-static void put(sb *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-static void put(sb *b, const char *fmt, ...)
+/* Append len bytes (cut at the end of the buffer). */
+static void put_mem(sb *b, const char *p, size_t len)
 {
-    va_list ap;
     if (b->len + 1 >= b->cap)
         return;
-    va_start(ap, fmt);
-    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        b->len += (size_t)n < b->cap - b->len ? (size_t)n : b->cap - b->len - 1;
+    size_t room = b->cap - b->len - 1;
+    if (len > room)
+        len = room;
+    memcpy(b->p + b->len, p, len);
+    b->len += len;
+    b->p[b->len] = '\0';
+}
+
+static void put(sb *b, const char *s) { put_mem(b, s, strlen(s)); }
+
+static void put_id(sb *b, ps_str id) { put_mem(b, id.ptr, id.len); }
+
+static void put_int(sb *b, int64_t v)
+{
+    char tmp[PS_FMT_NUM_MAX];
+    put_mem(b, tmp, ps_fmt_i64(tmp, v));
+}
+
+/* A probability with 2 decimals, as "%.2f". */
+static void put_p2(sb *b, double v)
+{
+    char tmp[PS_FMT_NUM_MAX];
+    put_mem(b, tmp, ps_fmt_fixed(tmp, v, 2));
 }
 
 /* An amount for people: "52,300", "350", "12.50", "12". */
 static void fmt_amount(char *out, size_t size, double x)
 {
+    char digits[PS_FMT_NUM_MAX];
     if (x >= 999.5) {
-        char digits[32];
-        int n = snprintf(digits, sizeof(digits), "%.0f", x);
+        size_t n = ps_fmt_fixed(digits, x, 0);
         size_t o = 0;
-        for (int i = 0; i < n && o + 2 < size; i++) {
+        for (size_t i = 0; i < n && o + 2 < size; i++) {
             if (i > 0 && (n - i) % 3 == 0)
                 out[o++] = ',';
             out[o++] = digits[i];
         }
         out[o] = '\0';
-    } else if (x >= 100 || fabs(x - round(x)) < 0.005) {
-        snprintf(out, size, "%.0f", x);
     } else {
-        snprintf(out, size, "%.2f", x);
+        int decimals = x >= 100 || fabs(x - round(x)) < 0.005 ? 0 : 2;
+        size_t n = ps_fmt_fixed(digits, x, decimals);
+        if (n >= size)
+            n = size - 1;
+        memcpy(out, digits, n);
+        out[n] = '\0';
     }
 }
 
@@ -232,11 +251,16 @@ static void put_segment(story *s, sb *b, int seg)
     }
     const char *name = ps_segments_name(s->pipe, seg);
     if (name[0] == '\0') {
-        put(b, "in segment %d", seg);
+        put(b, "in segment ");
+        put_int(b, seg);
         return;
     }
     bool vowel = strchr("aeiouAEIOU", name[0]) != NULL;
-    put(b, "%s %s shopper (segment %d)", vowel ? "an" : "a", name, seg);
+    put(b, vowel ? "an " : "a ");
+    put(b, name);
+    put(b, " shopper (segment ");
+    put_int(b, seg);
+    put(b, ")");
 }
 
 static void put_amounts(story *s, sb *b, const ps_entity *cust,
@@ -249,19 +273,24 @@ static void put_amounts(story *s, sb *b, const ps_entity *cust,
     ps_customer_counts_get(s->pipe, cust, &cc);
     if (cc.purchases == 0)
         put(b, "no purchases");
-    else
-        put(b, "%lld purchase%s", (long long)cc.purchases,
-            plural(cc.purchases));
+    else {
+        put_int(b, cc.purchases);
+        put(b, " purchase");
+        put(b, plural(cc.purchases));
+    }
     if (cc.spend_n == 0) {
         put(b, ", no spend recorded");
         return;
     }
     fmt_amount(m, sizeof(m), cc.spend_mean);
-    if (cc.spend_n == cc.purchases)
-        put(b, " averaging %s", m);
-    else
-        put(b, ", %lld payment%s averaging %s", (long long)cc.spend_n,
-            plural(cc.spend_n), m);
+    if (cc.spend_n != cc.purchases) {
+        put(b, ", ");
+        put_int(b, cc.spend_n);
+        put(b, " payment");
+        put(b, plural(cc.spend_n));
+    }
+    put(b, " averaging ");
+    put(b, m);
 
     const char *ref_name = NULL;
     if (shared_mean(shared_of(s, segment_entity(s, seg, false)), &ref))
@@ -274,7 +303,12 @@ static void put_amounts(story *s, sb *b, const ps_entity *cust,
             : cc.spend_mean < ref * (1 - STORY_LEVEL_BAND) ? "below"
                                                            : "in line with";
         fmt_amount(r, sizeof(r), ref);
-        put(b, ", %s %s of %s", level, ref_name, r);
+        put(b, ", ");
+        put(b, level);
+        put(b, " ");
+        put(b, ref_name);
+        put(b, " of ");
+        put(b, r);
     }
     if (c->n < STORY_TREND_MIN) {
         put(b, ", no trend yet");
@@ -285,7 +319,9 @@ static void put_amounts(story *s, sb *b, const ps_entity *cust,
         recent > cc.spend_mean * (1 + STORY_TREND_BAND)   ? "rising"
         : recent < cc.spend_mean * (1 - STORY_TREND_BAND) ? "falling"
                                                           : "steady";
-    put(b, "%s %s lately", ref_name ? " and" : ",", trend);
+    put(b, ref_name ? " and " : ", ");
+    put(b, trend);
+    put(b, " lately");
 }
 
 static void put_path(story *s, sb *b, const ps_entity *cust)
@@ -300,8 +336,10 @@ static void put_path(story *s, sb *b, const ps_entity *cust)
             best = x;
     if (best < 0)
         put(b, "no funnel purchase yet");
-    else
-        put(b, "usually buys after %s", how[best]);
+    else {
+        put(b, "usually buys after ");
+        put(b, how[best]);
+    }
 }
 
 static void put_funnels(story *s, sb *b, const ps_entity *cust)
@@ -311,10 +349,13 @@ static void put_funnels(story *s, sb *b, const ps_entity *cust)
     uint32_t n = ps_funnels_top_intent(s->pipe, cust, &intent, &prod);
     if (n == 0)
         put(b, "no open funnels");
-    else
-        put(b, "%u open funnel%s, %sintent %.2f for product %.*s", n,
-            n == 1 ? "" : "s", n == 1 ? "" : "highest ", intent,
-            (int)prod.len, prod.ptr);
+    else {
+        put_int(b, n);
+        put(b, n == 1 ? " open funnel, intent " : " open funnels, highest intent ");
+        put_p2(b, intent);
+        put(b, " for product ");
+        put_id(b, prod);
+    }
 }
 
 static void put_next(story *s, sb *b, const ps_entity *cust)
@@ -326,8 +367,11 @@ static void put_next(story *s, sb *b, const ps_entity *cust)
     for (int j = 1; j < PS_EVENT_TYPE_COUNT; j++)
         if (p[j] > p[best])
             best = j;
-    put(b, "; most likely next action: %s (%.2f)",
-        ps_next_action_type_name(best), p[best]);
+    put(b, "; most likely next action: ");
+    put(b, ps_next_action_type_name(best));
+    put(b, " (");
+    put_p2(b, p[best]);
+    put(b, ")");
 }
 
 /* Build customer cust's sentence in s->text; returns its length. */
@@ -336,7 +380,9 @@ static size_t story_build(story *s, const ps_entity *cust, const story_cust *c)
     sb b = {s->text, 0, sizeof(s->text)};
     int seg = ps_segments_of(s->pipe, cust);
     s->text[0] = '\0';
-    put(&b, "Customer %.*s is ", (int)cust->id.len, cust->id.ptr);
+    put(&b, "Customer ");
+    put_id(&b, cust->id);
+    put(&b, " is ");
     put_segment(s, &b, seg);
     put(&b, ": ");
     put_amounts(s, &b, cust, c, seg);
