@@ -20,7 +20,7 @@ void ps_wbuf_reset(ps_wbuf *w)
     w->oom = 0;
 }
 
-void ps_wbuf_put(ps_wbuf *w, const void *data, size_t len)
+void ps_wbuf_put_slow(ps_wbuf *w, const void *data, size_t len)
 {
     if (w->oom)
         return;
@@ -41,32 +41,6 @@ void ps_wbuf_put(ps_wbuf *w, const void *data, size_t len)
     w->len += len;
 }
 
-void ps_wbuf_u8(ps_wbuf *w, uint8_t v) { ps_wbuf_put(w, &v, 1); }
-
-void ps_wbuf_u32(ps_wbuf *w, uint32_t v)
-{
-    unsigned char b[4];
-    for (int i = 0; i < 4; i++)
-        b[i] = (unsigned char)(v >> (8 * i));
-    ps_wbuf_put(w, b, 4);
-}
-
-void ps_wbuf_u64(ps_wbuf *w, uint64_t v)
-{
-    unsigned char b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (unsigned char)(v >> (8 * i));
-    ps_wbuf_put(w, b, 8);
-}
-
-void ps_wbuf_i64(ps_wbuf *w, int64_t v) { ps_wbuf_u64(w, (uint64_t)v); }
-
-void ps_wbuf_f64(ps_wbuf *w, double v)
-{
-    uint64_t u;
-    memcpy(&u, &v, 8);
-    ps_wbuf_u64(w, u);
-}
 
 void ps_rbuf_init(ps_rbuf *r, const void *data, size_t len)
 {
