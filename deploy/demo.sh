@@ -58,7 +58,7 @@ h() { raw HGET "$1" "$2"; }
 # print a hash as "field value" lines, indented
 hash_lines() { raw HGETALL "$1" | paste - - | awk -F'\t' -v ind="$2" '{ printf "%s%-24s %s\n", ind, $1, $2 }'; }
 # print a zset's top members with scores, on one line
-zset_line() { raw ZREVRANGE "$1" 0 "$2" WITHSCORES | grep -v "^$" | paste - - | awk '{ printf "%s %s(%.3f)", (NR > 1 ? "," : ""), $1, $2 } END { if (NR == 0) printf " (empty)"; print "" }'; }
+zset_line() { raw ZREVRANGE "$1" 0 "$2" WITHSCORES | sed "/^$/d" | paste - - | awk '{ printf "%s %s(%.3f)", (NR > 1 ? "," : ""), $1, $2 } END { if (NR == 0) printf " (empty)"; print "" }'; }
 json_num() { sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p" "$work/gen.json" | head -n1; }
 
 echo

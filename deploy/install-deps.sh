@@ -12,6 +12,7 @@ PACKAGES=(
   libjansson-dev                     # JSON events
   libgsl-dev                         # Beta quantiles and distributions
   libcmocka-dev                      # unit tests
+  valgrind                           # the suite's leak checks (label valgrind)
   redis-server redis-tools           # Redis for the demo and the tests
 )
 
