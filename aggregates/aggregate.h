@@ -229,6 +229,16 @@ typedef struct ps_aggregate_ops {
 extern const ps_aggregate_ops *const ps_aggregates[];
 extern const size_t ps_aggregates_count;
 
+/* Each aggregate's index in the registry, known at compile time, for the
+ * read-only accessors other aggregates call per candidate or per customer
+ * (ps_pipeline_agg_index compares names). */
+enum ps_agg_index {
+#define PS_AGGREGATE(x) PS_AGG_INDEX_##x,
+#include "aggregates.def"
+#undef PS_AGGREGATE
+    PS_AGG_INDEX_COUNT
+};
+
 /* Key segment of each kind: "cust:", "prod:", "campaign:", "global",
  * "segment:", "cohort:". */
 const char *ps_kind_key(ps_kind kind);

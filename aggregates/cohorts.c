@@ -296,7 +296,7 @@ static int coh_init(void **self, const ps_agg_env *env, char *errstr,
 {
     const ps_agg_conf *conf = env->conf;
     int64_t bms = conf->window_bucket_ms;
-    int me = ps_pipeline_agg_index("cohorts");
+    int me = PS_AGG_INDEX_cohorts;
     if (bms < 1 || bms > 30 * DAY_MS) {
         ps_set_err(errstr, errstr_size,
                    "cohorts: window bucket must be 1 ms .. 30 days");

@@ -995,7 +995,7 @@ static int cop_init(void **self, const ps_agg_env *env, char *errstr,
                     size_t errstr_size)
 {
     const ps_agg_conf *conf = env->conf;
-    int me = ps_pipeline_agg_index("copurchase");
+    int me = PS_AGG_INDEX_copurchase;
     copurchase *cp = calloc(1, sizeof(*cp));
     if (conf->also_top_n < 1 || conf->also_top_n > 100000 ||
         conf->copurchase_max_items < 1 ||
@@ -1057,7 +1057,7 @@ static void cop_destroy(void *self)
 
 static copurchase *self_of(ps_pipeline *p)
 {
-    int index = ps_pipeline_agg_index("copurchase");
+    int index = PS_AGG_INDEX_copurchase;
     return index < 0 ? NULL : ps_pipeline_agg_self(p, (size_t)index);
 }
 

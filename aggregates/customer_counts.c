@@ -155,7 +155,7 @@ const ps_aggregate_ops ps_agg_customer_counts = {
 void ps_customer_counts_get(ps_pipeline *p, const ps_entity *cust,
                             ps_customer_counts *out)
 {
-    int index = ps_pipeline_agg_index("customer_counts");
+    int index = PS_AGG_INDEX_customer_counts;
     memset(out, 0, sizeof(*out));
     if (index < 0)
         return;

@@ -522,7 +522,7 @@ static int funnels_init(void **self, const ps_agg_env *env, char *errstr,
                         size_t errstr_size)
 {
     funnels *f = calloc(1, sizeof(*f));
-    int me = ps_pipeline_agg_index("funnels");
+    int me = PS_AGG_INDEX_funnels;
     if (f == NULL || me < 0)
         goto fail;
     ps_beta_init();
@@ -1139,7 +1139,7 @@ const ps_aggregate_ops ps_agg_funnels = {
 
 double ps_funnels_product_p(ps_pipeline *p, const ps_entity *prod)
 {
-    int index = ps_pipeline_agg_index("funnels");
+    int index = PS_AGG_INDEX_funnels;
     if (index < 0 || prod == NULL || prod->kind != PS_KIND_PRODUCT)
         return 0.5;
     const shared_counts *s = ps_pipeline_slice(p, prod, (size_t)index);
@@ -1149,7 +1149,7 @@ double ps_funnels_product_p(ps_pipeline *p, const ps_entity *prod)
 void ps_funnels_customer_paths(ps_pipeline *p, const ps_entity *cust,
                                double successes[3], double trials[3])
 {
-    int index = ps_pipeline_agg_index("funnels");
+    int index = PS_AGG_INDEX_funnels;
     for (int x = 0; x < 3; x++)
         successes[x] = trials[x] = 0;
     if (index < 0)
@@ -1171,7 +1171,7 @@ static int top_intent_id_cmp(ps_str a, ps_str b)
 uint32_t ps_funnels_top_intent(ps_pipeline *p, const ps_entity *cust,
                                double *intent, ps_str *product)
 {
-    int index = ps_pipeline_agg_index("funnels");
+    int index = PS_AGG_INDEX_funnels;
     if (index < 0)
         return 0;
     funnels *f = ps_pipeline_agg_self(p, (size_t)index);
@@ -1204,7 +1204,7 @@ bool ps_funnels_product_counts(ps_pipeline *p, const ps_entity *prod,
                                ps_funnel_counts *total,
                                ps_funnel_counts *unflushed)
 {
-    int index = ps_pipeline_agg_index("funnels");
+    int index = PS_AGG_INDEX_funnels;
     if (total != NULL)
         memset(total, 0, sizeof(*total));
     if (unflushed != NULL)
@@ -1226,7 +1226,7 @@ bool ps_funnels_product_counts(ps_pipeline *p, const ps_entity *prod,
 bool ps_funnels_open_of(ps_pipeline *p, const ps_entity *cust,
                         const ps_entity *prod, ps_funnel_open *out)
 {
-    int index = ps_pipeline_agg_index("funnels");
+    int index = PS_AGG_INDEX_funnels;
     if (index < 0 || cust == NULL || prod == NULL)
         return false;
     funnels *f = ps_pipeline_agg_self(p, (size_t)index);

@@ -585,7 +585,7 @@ static int graph_init(void **self, const ps_agg_env *env, char *errstr,
                       size_t errstr_size)
 {
     graph *g = calloc(1, sizeof(*g));
-    int me = ps_pipeline_agg_index("graph");
+    int me = PS_AGG_INDEX_graph;
     if (g == NULL || me < 0)
         goto fail;
     g->conf = *env->conf;
@@ -898,7 +898,7 @@ static void graph_forget(void *self, ps_entity *cust, void *state)
 
 static graph *graph_self(ps_pipeline *p)
 {
-    int index = ps_pipeline_agg_index("graph");
+    int index = PS_AGG_INDEX_graph;
     return index < 0 ? NULL : ps_pipeline_agg_self(p, (size_t)index);
 }
 

@@ -238,7 +238,7 @@ static int na_init(void **self, const ps_agg_env *env, char *errstr,
                    size_t errstr_size)
 {
     next_action *a = calloc(1, sizeof(*a));
-    int me = ps_pipeline_agg_index("next_action");
+    int me = PS_AGG_INDEX_next_action;
     if (a == NULL || me < 0) {
         free(a);
         ps_set_err(errstr, errstr_size, "next_action: out of memory");
@@ -456,7 +456,7 @@ static int na_load(void *self, ps_entity *cust, void *state, ps_rbuf *r)
 
 int ps_next_action_of(ps_pipeline *p, const ps_entity *cust, double *probs)
 {
-    int index = ps_pipeline_agg_index("next_action");
+    int index = PS_AGG_INDEX_next_action;
     if (index < 0)
         return -1;
     next_action *a = ps_pipeline_agg_self(p, (size_t)index);

@@ -15,3 +15,7 @@ const ps_aggregate_ops *const ps_aggregates[] = {
 
 const size_t ps_aggregates_count =
     sizeof(ps_aggregates) / sizeof(ps_aggregates[0]);
+
+_Static_assert(sizeof(ps_aggregates) / sizeof(ps_aggregates[0]) ==
+                   PS_AGG_INDEX_COUNT,
+               "aggregate.h's index enum follows aggregates.def");

@@ -345,7 +345,7 @@ static int seg_init(void **self, const ps_agg_env *env, char *errstr,
     s->conf = *env->conf;
     s->pipe = env->pipe;
     s->parked = -1;
-    s->me = (size_t)ps_pipeline_agg_index("segments");
+    s->me = (size_t)PS_AGG_INDEX_segments;
     s->k = env->conf->segments_k;
     rc = parse_features(s, env->conf->segments_features, errstr,
                         errstr_size);
@@ -891,7 +891,7 @@ int ps_segments_of(ps_pipeline *p, const ps_entity *cust)
 {
     static int index = -2;
     if (index == -2)
-        index = ps_pipeline_agg_index("segments");
+        index = PS_AGG_INDEX_segments;
     if (index < 0)
         return -1;
     const seg_cust *c = ps_pipeline_slice(p, cust, (size_t)index);
@@ -904,7 +904,7 @@ const char *ps_segments_name(ps_pipeline *p, int k)
 {
     static int index = -2; /* the registry is fixed at build time */
     if (index == -2)
-        index = ps_pipeline_agg_index("segments");
+        index = PS_AGG_INDEX_segments;
     if (index < 0)
         return "";
     const segments *s = ps_pipeline_agg_self(p, (size_t)index);

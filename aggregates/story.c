@@ -197,7 +197,7 @@ static int story_init(void **self, const ps_agg_env *env, char *errstr,
                       size_t errstr_size)
 {
     story *s = calloc(1, sizeof(*s));
-    int me = ps_pipeline_agg_index("story");
+    int me = PS_AGG_INDEX_story;
     if (s == NULL || me < 0) {
         free(s);
         ps_set_err(errstr, errstr_size, "story: out of memory");
