@@ -31,6 +31,13 @@
  * commits).  On revocation the pending round is processed and flushed
  * first, then every customer is dropped from memory: another instance may
  * own them next, and they are reloaded from Redis when seen again.
+ *
+ * Stop.  At SIGTERM/SIGINT (and at the end with -e) the pending round is
+ * applied, every customer not in memory whose funnels the watermarks
+ * already passed is loaded so they close (close_due: otherwise expiries
+ * due since the last once-a-second pass would wait for the next start),
+ * and everything is flushed; held messages are dropped (not applied, not
+ * in the offsets) and the consumer leaves the group.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -1647,6 +1654,29 @@ static int refresh_shared(run_ctx *c, int64_t now, int64_t *next)
     return ps_pipeline_refresh_shared(c->pipe);
 }
 
+/*
+ * Customers not in memory whose funnels the watermarks passed (load_due):
+ * load them and let advance() close those funnels.  While running, one
+ * pass (a page per partition) every second; with all, until none is left
+ * -- at the end of the topic (-e) and at a graceful stop, so that what a
+ * stop leaves in Redis is what an uninterrupted run reaching the same
+ * watermarks writes (otherwise the expiries of customers forgotten at a
+ * rebalance or evicted, due since the last pass, would wait for the next
+ * start).  0 or a negative ps_err.
+ */
+static int close_due(run_ctx *c, bool all)
+{
+    int n;
+    do {
+        int rc;
+        if ((n = load_due(c)) < 0)
+            return n;
+        if ((rc = process_round(c)) < 0)
+            return rc;
+    } while (all && n > 0);
+    return PS_OK;
+}
+
 static int main_loop(run_ctx *c)
 {
     int64_t interval = c->o->flush_interval_ms;
@@ -1662,11 +1692,8 @@ static int main_loop(run_ctx *c)
         bool done = c->o->exit_at_end && caught_up(c);
         if (now >= next_due || done) {
             /* at the end, until every due customer is in memory */
-            int n;
-            do {
-                if ((n = load_due(c)) < 0 || process_round(c) < 0)
-                    return c->fatal ? c->fatal : PS_ERR_IO;
-            } while (done && n > 0);
+            if (close_due(c, done) < 0)
+                return c->fatal ? c->fatal : PS_ERR_IO;
             next_due = now + 1000;
         }
         if (now >= next_flush || done) {
@@ -1981,7 +2008,10 @@ int ps_cmd_run(int argc, char **argv)
 
     rc = main_loop(&c);
     if (rc == PS_OK) {
-        if (process_round(&c) < 0 || flush(&c, false) < 0)
+        /* a graceful stop (SIGTERM/SIGINT, or the end with -e): apply
+         * the round, close every funnel already due (close_due), flush */
+        if (process_round(&c) < 0 || close_due(&c, true) < 0 ||
+            flush(&c, false) < 0)
             rc = PS_ERR_IO;
     }
     if (rc == PS_ERR_IO)
