@@ -136,7 +136,8 @@ static const ps_option run_options[] = {
      "also copy bad records to this Kafka topic (at least once)",
      OPT(dlq_topic), 0},
     {"stream-maxlen", 0, PS_OPT_INT, "100000", 1, 1e9, "entries",
-     "approximate cap of the ps:dlq stream (XADD MAXLEN ~)",
+     "approximate cap of the ps:dlq, ps:triggers and ps:paths streams "
+     "(XADD MAXLEN ~)",
      OPT(stream_maxlen), 0},
     {"stats-interval-s", 0, PS_OPT_INT, "5", 0, 3600, "s",
      "period of the stats line on stderr (0 = off)", OPT(stats_interval_s),
@@ -170,8 +171,8 @@ static const ps_option run_options[] = {
      "most event ids remembered per customer (oldest forgotten first)",
      OPT(dedup_max_ids), 0},
     {"prior", 0, PS_OPT_STR, "flat", 1, 0, NULL,
-     "customer prior: flat (Beta(1,1)) or empirical (centred on the global "
-     "rate of the same path)",
+     "customer prior: flat (Beta(1,1)) or empirical (centred on the rate of "
+     "the same path in the customer's segment, else the global rate)",
      OPT(prior), 0, "flat|empirical"},
     {"prior-strength", 0, PS_OPT_DBL, "10", 0, 1e9, "pseudo-trials",
      "weight of the empirical prior", OPT(prior_strength), 0},
