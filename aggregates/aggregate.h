@@ -110,6 +110,8 @@ typedef struct ps_agg_conf {
     double credible_level;       /* 0.95 */
     double intent_threshold;     /* high_intent trigger (0.5) */
     int64_t stream_maxlen;       /* XADD MAXLEN ~ of ps:triggers, ps:paths */
+    int64_t customer_ttl_s;      /* EXPIRE of a customer's output keys,
+                                    renewed at each write (0 = none) */
     int segments_k;              /* k-means centres (3) */
     int64_t segments_batch;      /* points per mini-batch step (256) */
     double spend_threshold;      /* T of P(amount >= T) (70000) */

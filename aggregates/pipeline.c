@@ -101,6 +101,7 @@ void ps_agg_conf_defaults(ps_agg_conf *c)
     c->credible_level = 0.95;
     c->intent_threshold = 0.5;
     c->stream_maxlen = 100000;
+    c->customer_ttl_s = 0;
     c->segments_k = 3;
     c->segments_batch = 256;
     c->spend_threshold = 70000;
@@ -786,6 +787,20 @@ static void write_customer(ps_pipeline *p, ps_customer *c, ps_batch *b)
         if (ps_aggregates[i]->write_customer_keys != NULL)
             ps_aggregates[i]->write_customer_keys(
                 p->self[i], c, ps_pipeline_slice(p, c, i), b);
+
+    /* --customer-ttl-s: the output keys of a customer who stops sending
+     * events expire; every write renews them (EXPIRE of a key that does
+     * not exist, e.g. no open funnel, is a no-op).  The saved state
+     * ps:state:cust:{id} is kept: counts stay exact if it comes back. */
+    if (p->conf.customer_ttl_s > 0) {
+        static const char *const tails[] = {NULL, ":intent", ":reco"};
+        for (size_t t = 0; t < sizeof(tails) / sizeof(tails[0]); t++) {
+            ps_batch_begin(b, "EXPIRE");
+            ps_batch_arg_key(b, "cust:", c->id, tails[t]);
+            ps_batch_arg_i64(b, p->conf.customer_ttl_s);
+            ps_batch_end(b);
+        }
+    }
 
     ps_wbuf_reset(&p->blob);
     ps_pipeline_save_customer(p, c, &p->blob);

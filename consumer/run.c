@@ -72,6 +72,7 @@ typedef struct run_opts {
     char *schema_dir;
     char *dlq_topic;
     int64_t stream_maxlen;
+    int64_t customer_ttl_s;
     int64_t stats_interval_s;
     int64_t kafka_timeout_ms;
     char *redis_user;
@@ -139,6 +140,11 @@ static const ps_option run_options[] = {
      "approximate cap of the ps:dlq, ps:triggers and ps:paths streams "
      "(XADD MAXLEN ~)",
      OPT(stream_maxlen), 0},
+    {"customer-ttl-s", 0, PS_OPT_INT, "0", 0, 1e9, "s",
+     "expire a customer's output keys (ps:cust:{id}, :intent, :reco) this "
+     "long after its last write, renewed at every write; its saved state "
+     "stays (0 = never)",
+     OPT(customer_ttl_s), 0},
     {"stats-interval-s", 0, PS_OPT_INT, "5", 0, 3600, "s",
      "period of the stats line on stderr (0 = off)", OPT(stats_interval_s),
      0},
@@ -1845,6 +1851,7 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     conf->credible_level = c->o->credible_level;
     conf->intent_threshold = c->o->intent_threshold;
     conf->stream_maxlen = c->o->stream_maxlen;
+    conf->customer_ttl_s = c->o->customer_ttl_s;
     conf->segments_k = (int)c->o->segments_k;
     conf->segments_batch = c->o->segments_batch;
     conf->spend_threshold = c->o->spend_threshold;

@@ -226,6 +226,72 @@ static void test_coalescing_and_flush_protocol(void **state)
     ps_pipeline_destroy(p);
 }
 
+/* Number of commands "EXPIRE key ttl" in b. */
+static int count_expire(const ps_batch *b, const char *key, const char *ttl)
+{
+    const char *argv[8];
+    size_t lens[8];
+    int n = 0;
+    for (size_t i = 0; i < ps_batch_count(b); i++) {
+        if (ps_batch_argc(b, i) != 3)
+            continue;
+        ps_batch_argv(b, i, argv, lens);
+        n += strcmp(argv[0], "EXPIRE") == 0 && strcmp(argv[1], key) == 0 &&
+             strcmp(argv[2], ttl) == 0;
+    }
+    return n;
+}
+
+/* --customer-ttl-s: each customer written gets its three output keys
+ * expired (renewed at every write); without it, no EXPIRE at all; the
+ * saved state never expires. */
+static void test_customer_ttl(void **state)
+{
+    (void)state;
+    char err[256];
+    ps_agg_conf conf;
+    ps_agg_conf_defaults(&conf);
+    conf.customer_ttl_s = 86400;
+    ps_pipeline *p = ps_pipeline_new(&conf, err, sizeof(err));
+    assert_non_null(p);
+    ps_batch *b = ps_batch_new("ps:");
+
+    apply(p, ev("c1", PS_CLICK, -1, 1000));
+    apply(p, ev("c2", PS_PURCHASE, 50000, 2000));
+    ps_pipeline_write(p, b);
+    const char *keys[] = {"ps:cust:c1", "ps:cust:c1:intent", "ps:cust:c1:reco",
+                          "ps:cust:c2", "ps:cust:c2:intent", "ps:cust:c2:reco"};
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        assert_int_equal(count_expire(b, keys[i], "86400"), 1);
+    assert_int_equal(count_expire(b, "ps:state:cust:c1", "86400"), 0);
+    ps_pipeline_flushed(p);
+
+    /* only the customer written again is renewed */
+    apply(p, ev("c2", PS_CLICK, -1, 3000));
+    ps_batch_clear(b);
+    ps_pipeline_write(p, b);
+    assert_int_equal(count_expire(b, "ps:cust:c2", "86400"), 1);
+    assert_int_equal(count_expire(b, "ps:cust:c1", "86400"), 0);
+    ps_batch_destroy(b);
+    ps_pipeline_destroy(p);
+
+    /* off by default */
+    p = new_pipe();
+    b = ps_batch_new("ps:");
+    apply(p, ev("c1", PS_CLICK, -1, 1000));
+    ps_pipeline_write(p, b);
+    const char *argv[8];
+    size_t lens[8];
+    for (size_t i = 0; i < ps_batch_count(b); i++) {
+        if (ps_batch_argc(b, i) > 8)
+            continue;
+        ps_batch_argv(b, i, argv, lens);
+        assert_string_not_equal(argv[0], "EXPIRE");
+    }
+    ps_batch_destroy(b);
+    ps_pipeline_destroy(p);
+}
+
 /* State saved by one pipeline and loaded by another continues exactly. */
 static void test_state_round_trip(void **state)
 {
@@ -501,6 +567,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_customer_counts),
         cmocka_unit_test(test_coalescing_and_flush_protocol),
+        cmocka_unit_test(test_customer_ttl),
         cmocka_unit_test(test_state_round_trip),
         cmocka_unit_test(test_many_customers),
         cmocka_unit_test(test_evict_idle),
