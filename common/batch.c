@@ -26,9 +26,8 @@
  * resets.  While it is set, ps_batch_end() drops every command and
  * ps_batch_count()/ps_batch_bytes() report 0: the sink then sends nothing,
  * so a flush is written entirely or not at all, never a partial transaction
- * (which would advance ps:offsets:* over changes that were lost).  The
- * caller still cannot tell that from an empty flush: batch.h should grow a
- * `int ps_batch_error(const ps_batch *)` (PS_ERR_NOMEM) for that.
+ * (which would advance ps:offsets:* over changes that were lost), and
+ * ps_batch_error() tells the caller it happened.
  *
  * Ownership: the batch owns its arenas and a copy of the prefix; arguments
  * are copied in, so callers may reuse their buffers at once.

@@ -67,9 +67,9 @@ void ps_batch_arg_str(ps_batch *b, ps_str s); /* null ps_str -> "" */
 void ps_batch_arg_i64(ps_batch *b, int64_t v);
 void ps_batch_arg_dbl(ps_batch *b, double v);
 /* A derived real (probability, mean, ...): 10 significant digits, not
- * necessarily round-trip, formatted without printf for the common range
- * 1e-4 <= |v| < 1e9; integral values exactly.  Several times cheaper than
- * ps_batch_arg_dbl, which flushes write by the hundred thousand. */
+ * necessarily round-trip (%.10g), integral values exactly.  Both formats
+ * are computed by common/numfmt.c, without printf in the usual range, and
+ * the shorter text of this one also means fewer bytes for Redis. */
 void ps_batch_arg_real(ps_batch *b, double v);
 void ps_batch_arg_fmt(ps_batch *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
