@@ -196,6 +196,33 @@ size_t ps_batch_bytes(const ps_batch *b)
     return b->oom ? 0 : b->off[b->cmd[b->ncmd]] - b->cmd[b->ncmd];
 }
 
+/* "<lead><n>\r\n" */
+static inline void resp_head(ps_wbuf *out, char lead, size_t n)
+{
+    char tmp[32];
+    tmp[0] = lead;
+    size_t k = 1 + ps_fmt_i64(tmp + 1, (int64_t)n);
+    tmp[k++] = '\r';
+    tmp[k++] = '\n';
+    ps_wbuf_put(out, tmp, k);
+}
+
+void ps_batch_resp(const ps_batch *b, ps_wbuf *out)
+{
+    if (b->oom)
+        return;
+    for (size_t i = 0; i < b->ncmd; i++) {
+        size_t first = b->cmd[i], end = b->cmd[i + 1];
+        resp_head(out, '*', end - first);
+        for (size_t j = first; j < end; j++) {
+            size_t len = b->off[j + 1] - b->off[j] - 1; /* (its NUL) */
+            resp_head(out, '$', len);
+            ps_wbuf_put(out, b->data + b->off[j], len);
+            ps_wbuf_put(out, "\r\n", 2);
+        }
+    }
+}
+
 /* ------------------------------------------------------------------------
  * Building commands
  * ------------------------------------------------------------------------ */

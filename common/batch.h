@@ -36,6 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "buf.h"
 #include "event.h"
 
 typedef struct ps_batch ps_batch;
@@ -90,5 +91,11 @@ void ps_batch_cancel(ps_batch *b);
 size_t ps_batch_argc(const ps_batch *b, size_t i);
 void ps_batch_argv(const ps_batch *b, size_t i, const char **argv,
                    size_t *argvlen);
+
+/* Append every complete command to out in the Redis protocol (RESP: "*N",
+ * then "$len" and the bytes of each argument, CRLF-terminated), ready to
+ * be written to a connection as it is: the sink sends a flush this way
+ * instead of formatting it again argument by argument. */
+void ps_batch_resp(const ps_batch *b, ps_wbuf *out);
 
 #endif

@@ -1,10 +1,14 @@
 /*
  * redis_sink.c -- the Redis end of the pipeline (redis_sink.h).
  *
- * One blocking hiredis 0.14 context.  Everything is pipelined: a call
+ * One blocking hiredis 0.14 context.  Everything is pipelined: a read call
  * appends all its commands to hiredis's output buffer, then reads every
- * reply, so ps_redis_sink_exec() is one round trip per flush (MULTI, the
- * batch, EXEC) and ps_redis_sink_get_many() one per window of GETs.
+ * reply (one round trip per window of GETs).  A flush is formatted once
+ * into RESP by ps_batch_resp (MULTI, the batch, EXEC), written straight to
+ * the socket, and its replies are taken in later, through hiredis's reply
+ * reader: all at once (exec, settle) or as they arrive (poll), so the
+ * caller can consume and apply events while Redis runs the transaction.
+ * The batch in flight is kept only to name a failed command.
  *
  * Errors.  hiredis cannot reuse a context after an I/O or protocol error,
  * and a reply error inside a flush means Redis no longer matches the
@@ -61,6 +65,8 @@
 #include <sys/time.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <unistd.h>
 #include <time.h>
 
 #include <hiredis/hiredis.h>
@@ -91,6 +97,15 @@ struct ps_redis_sink {
 
     int64_t next_attempt_ms; /* CLOCK_MONOTONIC; no connect before this */
     int backoff_ms;          /* wait after the next failed attempt */
+
+    /* the transaction in flight (ps_redis_sink_send): its batch (NULL when
+     * none), commands, replies handled, first error, argument bytes */
+    const ps_batch *pend;
+    size_t pend_n, pend_got, pend_bytes;
+    int pend_rc;
+    bool settled;   /* its outcome is known and not yet taken ... */
+    int settled_rc; /* ... by ps_redis_sink_settle: this one */
+    ps_wbuf resp;   /* its RESP bytes, reused by every flush */
 
     const char **argv; /* scratch for ps_batch_argv */
     size_t *argvlen;
@@ -437,6 +452,7 @@ void ps_redis_sink_destroy(ps_redis_sink *s)
     free(s->host);
     free(s->argv);
     free(s->argvlen);
+    ps_wbuf_clear(&s->resp);
     free(s);
 }
 
@@ -489,70 +505,66 @@ static const char *cmd_name(ps_redis_sink *s, const ps_batch *batch, size_t i,
     return buf;
 }
 
-/* MULTI, the n commands, EXEC; read every reply.  0 or PS_ERR_IO with
- * errstr set (the caller drops the context). */
-static int exec_pipeline(ps_redis_sink *s, const ps_batch *batch, size_t n)
+/* Write all of buf to the connection (blocking, with the I/O time-out).
+ * The flush is formatted once by ps_batch_resp and written straight to the
+ * socket: hiredis's own output buffer stays empty, and only its reply
+ * reader is used. */
+static int write_all(ps_redis_sink *s, const unsigned char *buf, size_t len)
 {
-    redisContext *c = s->c;
+    while (len > 0) {
+        ssize_t w = write(s->c->fd, buf, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            set_err(s, "redis %s:%d: write: %s", s->host, s->port,
+                    w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+                        ? "timed out"
+                        : strerror(errno));
+            return PS_ERR_IO;
+        }
+        buf += w;
+        len -= (size_t)w;
+    }
+    return PS_OK;
+}
+
+/* Check the reply with index pend_got of the transaction in flight:
+ * MULTI's +OK, one +QUEUED (or -ERR) per command, then EXEC's array.  The
+ * first problem is kept in pend_rc (with errstr). */
+static void tx_reply(ps_redis_sink *s, const redisReply *r)
+{
+    const ps_batch *batch = s->pend;
+    size_t n = s->pend_n, idx = s->pend_got++;
     char name[32];
-    static const char *cmd_multi[1] = {"MULTI"}, *cmd_exec[1] = {"EXEC"};
 
-    if (redisAppendCommandArgv(c, 1, cmd_multi, NULL) != REDIS_OK)
-        goto append_fail;
-    for (size_t i = 0; i < n; i++) {
-        size_t argc = ps_batch_argc(batch, i);
-        assert(argc >= 2 && argc <= INT_MAX);
-        if (reserve_argv(s, argc) != PS_OK) {
-            set_err(s, "redis %s:%d: out of memory", s->host, s->port);
-            return PS_ERR_IO;
-        }
-        ps_batch_argv(batch, i, s->argv, s->argvlen);
-        if (redisAppendCommandArgv(c, (int)argc, s->argv, s->argvlen) !=
-            REDIS_OK)
-            goto append_fail;
-    }
-    if (redisAppendCommandArgv(c, 1, cmd_exec, NULL) != REDIS_OK)
-        goto append_fail;
-
-    /* The first redisGetReply writes the whole buffer, then replies are
-     * read in order: +OK, one +QUEUED (or -ERR) per command, then EXEC's. */
-    int rc = PS_OK;
-    redisReply *r = read_reply(s, "MULTI");
-    if (r == NULL)
-        return PS_ERR_IO;
-    if (r->type == REDIS_REPLY_ERROR) {
-        set_err(s, "redis %s:%d: MULTI failed: %s", s->host, s->port, r->str);
-        rc = PS_ERR_IO;
-    }
-    freeReplyObject(r);
-    for (size_t i = 0; i < n; i++) {
-        r = read_reply(s, "transaction");
-        if (r == NULL)
-            return PS_ERR_IO;
-        if (r->type == REDIS_REPLY_ERROR && rc == PS_OK) {
-            set_err(s, "redis %s:%d: command %zu (%s) rejected: %s", s->host,
-                    s->port, i, cmd_name(s, batch, i, name, sizeof(name)),
+    if (s->pend_rc != PS_OK && idx <= n)
+        return; /* explained already; EXEC will say EXECABORT */
+    if (idx == 0) {
+        if (r->type == REDIS_REPLY_ERROR) {
+            set_err(s, "redis %s:%d: MULTI failed: %s", s->host, s->port,
                     r->str);
-            rc = PS_ERR_IO;
+            s->pend_rc = PS_ERR_IO;
         }
-        freeReplyObject(r);
-    }
-    r = read_reply(s, "EXEC");
-    if (r == NULL)
-        return PS_ERR_IO;
-    if (rc != PS_OK) {
+    } else if (idx <= n) {
+        if (r->type == REDIS_REPLY_ERROR) {
+            set_err(s, "redis %s:%d: command %zu (%s) rejected: %s", s->host,
+                    s->port, idx - 1,
+                    cmd_name(s, batch, idx - 1, name, sizeof(name)), r->str);
+            s->pend_rc = PS_ERR_IO;
+        }
+    } else if (s->pend_rc != PS_OK) {
         /* Already explained by the first rejected command (EXECABORT). */
     } else if (r->type == REDIS_REPLY_ERROR) {
         set_err(s, "redis %s:%d: EXEC failed: %s", s->host, s->port, r->str);
-        rc = PS_ERR_IO;
+        s->pend_rc = PS_ERR_IO;
     } else if (r->type != REDIS_REPLY_ARRAY) {
         set_err(s, "redis %s:%d: EXEC returned %s, transaction not applied",
                 s->host, s->port, reply_type_name(r->type));
-        rc = PS_ERR_IO;
+        s->pend_rc = PS_ERR_IO;
     } else if (r->elements != n) {
         set_err(s, "redis %s:%d: EXEC returned %zu replies for %zu commands",
                 s->host, s->port, r->elements, n);
-        rc = PS_ERR_IO;
+        s->pend_rc = PS_ERR_IO;
     } else {
         for (size_t i = 0; i < n; i++) {
             const redisReply *e = r->element[i];
@@ -560,41 +572,154 @@ static int exec_pipeline(ps_redis_sink *s, const ps_batch *batch, size_t n)
                 set_err(s, "redis %s:%d: command %zu (%s) failed: %s",
                         s->host, s->port, i,
                         cmd_name(s, batch, i, name, sizeof(name)), e->str);
-                rc = PS_ERR_IO;
+                s->pend_rc = PS_ERR_IO;
                 break;
             }
         }
     }
-    freeReplyObject(r);
-    return rc;
-
-append_fail:
-    set_io_err(s, "append");
-    return PS_ERR_IO;
 }
 
-int ps_redis_sink_exec(ps_redis_sink *s, const ps_batch *batch)
+/* Take in the replies of the transaction in flight that have arrived;
+ * with block, wait for all of them.  1 when all are in, 0 when some are
+ * still to come (only without block), PS_ERR_IO on a connection error. */
+static int tx_pump(ps_redis_sink *s, bool block)
 {
+    size_t want = s->pend_n + 2;
+    for (;;) {
+        while (s->pend_got < want) {
+            void *r = NULL;
+            if (redisReaderGetReply(s->c->reader, &r) != REDIS_OK) {
+                set_err(s, "redis %s:%d: transaction: protocol error: %s",
+                        s->host, s->port, s->c->reader->errstr);
+                return PS_ERR_IO;
+            }
+            if (r == NULL)
+                break;
+            tx_reply(s, r);
+            freeReplyObject(r);
+        }
+        if (s->pend_got == want)
+            return 1;
+        if (!block) {
+            struct pollfd p = {.fd = s->c->fd, .events = POLLIN};
+            if (poll(&p, 1, 0) <= 0)
+                return 0;
+        }
+        if (redisBufferRead(s->c) != REDIS_OK) {
+            set_io_err(s, "transaction");
+            return PS_ERR_IO;
+        }
+    }
+}
+
+/* The transaction in flight has its outcome (rc): keep it for
+ * ps_redis_sink_settle. */
+static void tx_finish(ps_redis_sink *s, int rc)
+{
+    if (rc == PS_OK) {
+        s->stats.transactions++;
+        s->stats.commands += s->pend_n;
+        s->stats.bytes += s->pend_bytes;
+    } else {
+        drop(s);
+        s->stats.failures++;
+    }
+    s->pend = NULL;
+    s->settled = true;
+    s->settled_rc = rc;
+}
+
+/* Wait for the outcome of the transaction in flight, if any. */
+static void tx_wait(ps_redis_sink *s)
+{
+    if (s->pend == NULL)
+        return;
+    int r = tx_pump(s, true);
+    tx_finish(s, r == 1 ? s->pend_rc : PS_ERR_IO);
+}
+
+int ps_redis_sink_send(ps_redis_sink *s, const ps_batch *batch)
+{
+    assert(s->pend == NULL && !s->settled &&
+           "ps_redis_sink_send before the last one was settled");
     size_t n = ps_batch_count(batch);
-    if (n == 0)
+    if (n == 0) {
+        s->settled = true;
+        s->settled_rc = PS_OK;
         return PS_OK;
+    }
     if (ensure_connected(s) != PS_OK) {
+        s->stats.failures++;
+        return PS_ERR_IO;
+    }
+    ps_wbuf_reset(&s->resp);
+    ps_wbuf_put(&s->resp, "*1\r\n$5\r\nMULTI\r\n", 15);
+    ps_batch_resp(batch, &s->resp);
+    ps_wbuf_put(&s->resp, "*1\r\n$4\r\nEXEC\r\n", 14);
+    if (s->resp.oom) {
+        ps_wbuf_clear(&s->resp);
+        ps_wbuf_init(&s->resp);
+        set_err(s, "redis %s:%d: out of memory", s->host, s->port);
+        s->stats.failures++;
+        return PS_ERR_IO;
+    }
+    /* the scratch argv of cmd_name must hold the batch's largest argc */
+    size_t most = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t argc = ps_batch_argc(batch, i);
+        most = argc > most ? argc : most;
+    }
+    if (reserve_argv(s, most) != PS_OK) {
+        set_err(s, "redis %s:%d: out of memory", s->host, s->port);
         s->stats.failures++;
         return PS_ERR_IO;
     }
     sigpipe_guard g;
     sigpipe_block(&g);
-    int rc = exec_pipeline(s, batch, n);
+    int rc = write_all(s, s->resp.data, s->resp.len);
     sigpipe_unblock(&g);
     if (rc != PS_OK) {
         drop(s);
         s->stats.failures++;
         return PS_ERR_IO;
     }
-    s->stats.transactions++;
-    s->stats.commands += n;
-    s->stats.bytes += ps_batch_bytes(batch);
+    s->pend = batch;
+    s->pend_n = n;
+    s->pend_got = 0;
+    s->pend_rc = PS_OK;
+    s->pend_bytes = ps_batch_bytes(batch);
     return PS_OK;
+}
+
+bool ps_redis_sink_poll(ps_redis_sink *s)
+{
+    if (s->pend == NULL)
+        return true;
+    int r = tx_pump(s, false);
+    if (r == 0)
+        return false;
+    tx_finish(s, r == 1 ? s->pend_rc : PS_ERR_IO);
+    return true;
+}
+
+bool ps_redis_sink_in_flight(const ps_redis_sink *s)
+{
+    return s->pend != NULL || s->settled;
+}
+
+int ps_redis_sink_settle(ps_redis_sink *s)
+{
+    tx_wait(s);
+    if (!s->settled)
+        return PS_OK;
+    s->settled = false;
+    return s->settled_rc;
+}
+
+int ps_redis_sink_exec(ps_redis_sink *s, const ps_batch *batch)
+{
+    int rc = ps_redis_sink_send(s, batch);
+    return rc != PS_OK ? rc : ps_redis_sink_settle(s);
 }
 
 /* ------------------------------------------------------------------------
@@ -605,6 +730,7 @@ int ps_redis_sink_exec(ps_redis_sink *s, const ps_batch *batch)
  * and on failure drop the connection and count it. */
 static int call_begin(ps_redis_sink *s, sigpipe_guard *g)
 {
+    tx_wait(s); /* its replies come first; its outcome is kept */
     if (ensure_connected(s) != PS_OK) {
         s->stats.failures++;
         return PS_ERR_IO;

@@ -432,6 +432,40 @@ static void test_argv_round_trip(void **state)
     ps_batch_destroy(b);
 }
 
+/* ps_batch_resp: the protocol bytes, written out by hand; binary bytes
+ * (NUL, CR, LF) pass through inside their length; an empty argument is
+ * "$0"; an open command is not included. */
+static void test_resp(void **state)
+{
+    (void)state;
+    ps_batch *b = ps_batch_new("ps:");
+    assert_non_null(b);
+    ps_batch_begin(b, "HSET");
+    ps_batch_arg_key(b, "cust:", (ps_str){"c1", 2}, NULL);
+    ps_batch_arg_cstr(b, "events");
+    ps_batch_arg_i64(b, -12);
+    ps_batch_end(b);
+    ps_batch_begin(b, "SET");
+    ps_batch_arg(b, "k\0\r\n", 4);
+    ps_batch_arg(b, "", 0);
+    ps_batch_end(b);
+    ps_batch_begin(b, "DEL"); /* still open: not part of the bytes */
+    ps_batch_arg_cstr(b, "x");
+
+    static const char want[] =
+        "*4\r\n$4\r\nHSET\r\n$10\r\nps:cust:c1\r\n$6\r\nevents\r\n"
+        "$3\r\n-12\r\n"
+        "*3\r\n$3\r\nSET\r\n$4\r\nk\0\r\n\r\n$0\r\n\r\n";
+    ps_wbuf w;
+    ps_wbuf_init(&w);
+    ps_wbuf_put(&w, ">", 1); /* appends after what is there */
+    ps_batch_resp(b, &w);
+    assert_int_equal(w.len, 1 + sizeof(want) - 1);
+    assert_memory_equal(w.data + 1, want, sizeof(want) - 1);
+    ps_wbuf_clear(&w);
+    ps_batch_destroy(b);
+}
+
 static void test_destroy_null(void **state)
 {
     (void)state;
@@ -477,6 +511,7 @@ int main(void)
         cmocka_unit_test(test_clear_keeps_working),
         cmocka_unit_test(test_many_commands_reuse_memory),
         cmocka_unit_test(test_argv_round_trip),
+        cmocka_unit_test(test_resp),
         cmocka_unit_test(test_destroy_null),
         cmocka_unit_test(test_begin_while_open_asserts),
     };
