@@ -344,8 +344,6 @@ typedef struct run_ctx {
     int64_t sent_us;     /* monotonic us when flush_seq was begun */
     bool commit_pending; /* its offsets moved: commit them to Kafka */
     bool evict_pending;  /* a flush landed: evict idle customers (cap) */
-    int64_t flush_cost_us; /* the loop's time in the last flush(): waiting
-                              for the previous one, building, sending */
     ps_agg_conf conf;    /* of the pipeline, to build it again */
     /* Redis came back without flushes this instance had confirmed (it
      * restarted from an older snapshot): roll back at the next flush to
@@ -1395,7 +1393,6 @@ static int flush(run_ctx *c, bool force)
 {
     if (c->rollback)
         return roll_back(c);
-    int64_t t0 = mono_us();
     int rc = flush_settle(c);
     if (rc < 0)
         return rc;
@@ -1425,9 +1422,7 @@ static int flush(run_ctx *c, bool force)
         return c->rollback ? roll_back(c) : PS_OK;
     }
     c->inflight = true;
-    rc = c->o->flush_overlap ? PS_OK : flush_settle(c);
-    c->flush_cost_us = mono_us() - t0;
-    return rc;
+    return c->o->flush_overlap ? PS_OK : flush_settle(c);
 }
 
 /* ---------------------------------------------------------- rebalance */
@@ -1871,14 +1866,12 @@ static int main_loop(run_ctx *c)
                 return PS_ERR_IO;
             /* Spend at most about a fifth of the time flushing: when a
              * flush takes longer than interval / 4 (a backlog, many
-             * customers changed), the next one waits 4x its duration
-             * (the loop's own time in it: with --flush-overlap, Redis
-             * running it does not count unless the loop had to wait), so
+             * customers changed), the next one waits 4x its duration, so
              * more events coalesce per write -- but never more than 1 s
              * (or the interval, if longer), so Redis stays fresh within
              * about a second even then.  Once caught up, flushes are small
              * and the configured interval holds again. */
-            int64_t took = c->flush_cost_us / 1000;
+            int64_t took = c->last_flush_us / 1000;
             int64_t wait = 4 * took > interval ? 4 * took : interval;
             int64_t cap = interval > 1000 ? interval : 1000;
             /* Catching up (a backlog): how far behind, in time, at the
