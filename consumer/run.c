@@ -265,8 +265,7 @@ static const ps_option run_options[] = {
     {"flush-max-customers", 0, PS_OPT_INT, "50000", 1, 100000000,
      "customers",
      "flush as soon as this many records (customers, products, ...) "
-     "changed, whatever the spacing: bounds a flush's memory (about 6 KB "
-     "per changed customer, twice while one is in flight)",
+     "changed, whatever the spacing (bounds the size of a flush)",
      OPT(flush_max_customers), 0},
     {"flush-overlap", 0, PS_OPT_BOOL, "true", 1, 0, NULL,
      "go on consuming and applying events while Redis runs the last flush "
