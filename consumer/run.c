@@ -10,15 +10,11 @@
  *   process   look up the round's customers; those not in memory are
  *             fetched from ps:state:cust:{id} in ONE pipelined round trip;
  *             then every event goes through the aggregate pipeline.
- *   flush     every flush-interval-ms (spaced out while a flush is slow,
- *             or while a backlog is read: see main_loop): one MULTI/EXEC
- *             with every changed customer (written once however often it
- *             was touched), the shared deltas, the dead letters, the
- *             metrics deltas, the next offset of every partition
- *             (ps:offsets:{group}) and a flush token.  It is sent and not
- *             waited for: the next rounds are consumed and applied while
- *             Redis runs it, and its outcome is taken when it arrives (at
- *             the latest before the next flush).
+ *   flush     every flush-interval-ms: one MULTI/EXEC with every changed
+ *             customer (written once however often it was touched), the
+ *             shared deltas, the dead letters, the metrics deltas, the
+ *             next offset of every partition (ps:offsets:{group}) and a
+ *             flush token.
  *
  * Exactly-once.  Redis holds the offsets together with what they produced,
  * so a restart (or a new owner after a rebalance) seeks to those offsets
@@ -28,10 +24,8 @@
  * (partitions paused, no polling), waits for Redis, and reads back the
  * flush token (ps:state:flush:{group}, field = this instance, value = the
  * flush sequence number): if the token is there the flush landed,
- * otherwise the same transaction, kept unchanged since it was built, is
- * sent again; memory already counts it as done, and what was applied
- * since belongs to the next flush.  A token older than that means Redis
- * lost flushes it had acknowledged: memory is rolled back to it.
+ * otherwise the same content is written again.  Nothing is applied to
+ * memory in between, so the retried transaction is identical.
  *
  * Rebalance.  On assignment, offsets come from Redis (not from Kafka's
  * commits).  On revocation the pending round is processed and flushed
@@ -112,9 +106,6 @@ typedef struct run_opts {
     int64_t shared_refresh_ms;
     int64_t max_customers;
     int64_t max_ahead_ms;
-    bool flush_overlap;
-    int64_t catchup_flush_ms;
-    int64_t flush_max_customers;
 } run_opts;
 
 #define OPT(field) offsetof(run_opts, field)
@@ -257,20 +248,6 @@ static const ps_option run_options[] = {
      "catch up (0 = never), so rolling windows see events in time order "
      "even when a backlog is read",
      OPT(max_ahead_ms), 0},
-    {"catchup-flush-ms", 0, PS_OPT_INT, "10000", 0, 600000, "ms",
-     "while the consumer is behind (reading a backlog), flushes may be "
-     "spaced up to how far behind it is, at most this (0 = never beyond "
-     "1 s): more changes per customer coalesce into each write",
-     OPT(catchup_flush_ms), 0},
-    {"flush-max-customers", 0, PS_OPT_INT, "50000", 1, 100000000,
-     "customers",
-     "flush as soon as this many records (customers, products, ...) "
-     "changed, whatever the spacing (bounds the size of a flush)",
-     OPT(flush_max_customers), 0},
-    {"flush-overlap", 0, PS_OPT_BOOL, "true", 1, 0, NULL,
-     "go on consuming and applying events while Redis runs the last flush "
-     "(false: wait for each flush)",
-     OPT(flush_overlap), 0},
     {"shared-refresh-ms", 0, PS_OPT_INT, "1000", 0, 3600000, "ms",
      "with several instances in the group: how often the totals of shared "
      "hashes (product, campaign, global, segment, cohort) are read again, "
@@ -299,12 +276,7 @@ typedef struct run_ctx {
     ps_decoder *dec;
     ps_pipeline *pipe;
     ps_redis_sink *sink;
-    ps_redis_sink *rsink; /* a second connection: customers' saved state is
-                             read on it while a flush is in flight */
-    ps_batch *outs[2]; /* flush transactions, used in turn: one may be in
-                          flight while the next is built */
-    ps_batch *out;     /* the one being built */
-    ps_batch *sent;    /* the one sent last (flush_seq) */
+    ps_batch *out;  /* the flush transaction */
     ps_batch *dlq;  /* dead letters waiting for the next flush */
     ps_parts parts;
     bool cooperative;
@@ -335,14 +307,7 @@ typedef struct run_ctx {
     int64_t due_loaded; /* customers loaded only to expire their funnels */
 
     run_counts total, delta;
-    uint64_t flush_seq;  /* last flush sent: memory counts it as done */
-    /* flush_seq was sent and its outcome is not known yet: in flight
-     * (inflight: its replies are still to be taken), or it failed and
-     * wait_for_redis reads the token to tell whether it landed */
-    bool inflight, unconfirmed;
-    int64_t sent_us;     /* monotonic us when flush_seq was begun */
-    bool commit_pending; /* its offsets moved: commit them to Kafka */
-    bool evict_pending;  /* a flush landed: evict idle customers (cap) */
+    uint64_t flush_seq;  /* last successful flush */
     ps_agg_conf conf;    /* of the pipeline, to build it again */
     /* Redis came back without flushes this instance had confirmed (it
      * restarted from an older snapshot): roll back at the next flush to
@@ -623,11 +588,7 @@ static int fetch_missing(run_ctx *c)
     if (c->keybuf == NULL)
         return PS_ERR_NOMEM;
     for (;;) {
-        /* on the second connection: no need to wait for a flush in
-         * flight, as no customer it writes is out of memory (idle ones
-         * are evicted only once their flush landed, the others only
-         * after the flush in flight was settled: revoke, rollback) */
-        if (ps_redis_sink_get_many(c->rsink, c->miss_n, c->keys, c->keylens,
+        if (ps_redis_sink_get_many(c->sink, c->miss_n, c->keys, c->keylens,
                                    on_state, c) == PS_OK)
             break;
         /* a partial read may have added some customers: keep them (they
@@ -777,13 +738,8 @@ static int load_shared(run_ctx *c)
     }
     struct shared_load l = {c->pipe, list};
     int rc;
-    /* Fields overwrite bases, so a retry after a partial read is safe.
-     * When this instance owns every partition, the entities are new to
-     * it (none has changes in the flush in flight): read them on the
-     * second connection, without waiting for that flush.  Otherwise some
-     * may be re-read totals (refresh_shared), which must include it. */
-    ps_redis_sink *conn = c->alone_known && c->alone ? c->rsink : c->sink;
-    while ((rc = ps_redis_sink_hgetall_many(conn, n, keys, lens,
+    /* fields overwrite bases, so a retry after a partial read is safe */
+    while ((rc = ps_redis_sink_hgetall_many(c->sink, n, keys, lens,
                                             on_shared_field, &l)) != PS_OK)
         if (wait_for_redis(c) < 0)
             break;
@@ -1233,29 +1189,24 @@ static bool beyond_limit(run_ctx *c, int64_t ts)
     return ts > c->align_limit;
 }
 
-/* The flush sent last (flush_seq) is known to be in Redis. */
-static void flush_confirmed(run_ctx *c)
+static void flush_succeeded(run_ctx *c, uint64_t seq, int64_t t0)
 {
-    c->unconfirmed = false;
+    bool moved = offsets_moved(c);
+
+    ps_pipeline_flushed(c->pipe);
+    ps_batch_clear(c->dlq);
+    memset(&c->delta, 0, sizeof(c->delta));
+    for (size_t i = 0; i < c->parts.n; i++)
+        c->parts.v[i].flushed = c->parts.v[i].next;
+    c->flush_seq = seq;
     c->last_flush_at = now_ms(CLOCK_MONOTONIC);
-    c->last_flush_us = mono_us() - c->sent_us;
+    c->last_flush_us = mono_us() - t0;
     c->flush_us_sum += c->last_flush_us;
     c->flushes++;
-    if (c->commit_pending && c->rk != NULL)
+    if (moved && c->rk != NULL)
         commit_to_kafka(c);
-    c->commit_pending = false;
     set_paused(c, false);
-    c->evict_pending = true; /* at the next flush: a safe point */
-}
-
-/* --max-customers: drop idle customers, now that what they wrote is in
- * Redis (only clean ones go; ones changed since are dirty). */
-static void evict_if_due(run_ctx *c)
-{
     size_t cap = (size_t)c->o->max_customers;
-    if (!c->evict_pending)
-        return;
-    c->evict_pending = false;
     if (cap > 0 && ps_pipeline_customer_count(c->pipe) > cap) {
         size_t n = ps_pipeline_evict_idle(c->pipe, cap - cap / 10);
         c->total.evicted += (int64_t)n;
@@ -1296,70 +1247,29 @@ static int read_token(run_ctx *c, uint64_t *seq)
     return PS_OK;
 }
 
-/* Take the outcome of the flush in flight: wait for it (block), or only
- * if it is there.  0 when none is in flight, it is still running (not
- * block) or it landed; PS_ERR_IO when its outcome is unknown (then
- * c->unconfirmed, and wait_for_redis decides). */
-static int settle_flush(run_ctx *c, bool block)
-{
-    if (!c->inflight)
-        return PS_OK;
-    if (!block && !ps_redis_sink_poll(c->sink))
-        return PS_OK;
-    c->inflight = false;
-    if (ps_redis_sink_settle(c->sink) != PS_OK)
-        return PS_ERR_IO;
-    flush_confirmed(c);
-    return PS_OK;
-}
-
-/*
- * Wait until Redis answers again; consumption is paused meanwhile.  Then
- * read our flush token back and settle what the last flush did:
- *   token == flush_seq      it landed (its reply was lost);
- *   token == flush_seq - 1  and it was never confirmed: it did not land,
- *                           and the identical transaction (kept in
- *                           c->sent) is sent again;
- *   older                   Redis lost flushes it had acknowledged
- *                           (restarted from an older snapshot, or a
- *                           replica that lagged): memory must be rolled
- *                           back to it before anything else is written
- *                           (c->rollback, done by flush()).
- */
+/* Wait until Redis answers again; consumption is paused meanwhile.  Then
+ * read our flush token back: when it is older than our last confirmed
+ * flush, Redis lost writes it had acknowledged (restarted from an older
+ * snapshot or a replica that lagged), and memory must be rolled back to
+ * it before anything else is written (c->rollback, done by flush()). */
 static int wait_for_redis(run_ctx *c)
 {
-    (void)settle_flush(c, true); /* its replies come first */
     ps_warn("Redis unavailable (%s): consumption paused, nothing is lost; "
             "retrying",
-            ps_redis_sink_errstr(c->sink)[0] ? ps_redis_sink_errstr(c->sink)
-                                             : ps_redis_sink_errstr(c->rsink));
+            ps_redis_sink_errstr(c->sink));
     set_paused(c, true);
     while (!stop_requested) {
         uint64_t held;
-        if (ps_redis_sink_reconnect(c->sink) != PS_OK ||
-            (c->rsink != NULL && ps_redis_sink_reconnect(c->rsink) != PS_OK) ||
-            read_token(c, &held) != PS_OK) {
-            usleep(50 * 1000);
-            continue;
-        }
-        if (c->unconfirmed && held + 1 == c->flush_seq) {
-            ps_info("flush %" PRIu64 " did not land: sending it again",
-                    c->flush_seq);
-            if (ps_redis_sink_exec(c->sink, c->sent) != PS_OK)
-                continue; /* unknown again: read the token again */
-            flush_confirmed(c);
-        } else if (held < c->flush_seq) {
-            if (!c->rollback) {
+        if (ps_redis_sink_reconnect(c->sink) == PS_OK &&
+            read_token(c, &held) == PS_OK) {
+            if (held < c->flush_seq && !c->rollback) {
                 c->rollback = true;
                 c->rollback_to = held;
             }
-        } else if (c->unconfirmed) {
-            ps_info("flush %" PRIu64 " had landed before Redis went away",
-                    c->flush_seq);
-            flush_confirmed(c);
+            ps_info("Redis is back: resuming");
+            return PS_OK;
         }
-        ps_info("Redis is back: resuming");
-        return PS_OK;
+        usleep(50 * 1000);
     }
     return PS_ERR_IO;
 }
@@ -1367,61 +1277,47 @@ static int wait_for_redis(run_ctx *c)
 static int roll_back(run_ctx *c);
 static int load_agg_states(run_ctx *c, char *err, size_t errsz);
 
-/* Wait for the flush in flight and settle it (see wait_for_redis). */
-static int flush_settle(run_ctx *c)
-{
-    if (settle_flush(c, true) < 0 && wait_for_redis(c) < 0)
-        return PS_ERR_IO;
-    return c->rollback ? roll_back(c) : PS_OK;
-}
-
-/*
- * Write everything pending as one transaction.  The previous one is
- * settled first (one in flight at a time).  Once built, the flush counts
- * as done in memory (bases advanced, dirty lists and deltas cleared) and
- * is sent; with --flush-overlap (the default) the loop goes on consuming
- * and applying while Redis runs it, and takes its outcome later
- * (settle_flush).  Its batch is kept unchanged until then, so if it
- * turns out not to have landed the identical transaction is sent again
- * (wait_for_redis): what memory counts as done is what Redis gets.
- * PS_ERR_IO when a stop is requested while Redis is away: nothing after
- * the last landed flush is in Redis, and it will be re-consumed on
- * restart.
- */
+/* Write everything pending as one transaction; retries until it is known
+ * to have landed, or stop is requested (then PS_ERR_IO: nothing after the
+ * previous flush is in Redis, and it will be re-consumed on restart). */
 static int flush(run_ctx *c, bool force)
 {
     if (c->rollback)
         return roll_back(c);
-    int rc = flush_settle(c);
-    if (rc < 0)
-        return rc;
-    evict_if_due(c);
     if (!force && !flush_needed(c))
         return PS_OK;
     uint64_t seq = c->flush_seq + 1;
-    c->sent_us = mono_us();
-    c->out = c->outs[c->sent == c->outs[0] ? 1 : 0];
-    build_flush(c, seq);
-    if (ps_batch_error(c->out) < 0 || ps_batch_error(c->dlq) < 0) {
-        ps_error("out of memory while building a flush");
-        return PS_ERR_NOMEM;
+    char key[512];
+    snprintf(key, sizeof(key), "%sstate:flush:%s", c->o->prefix, c->o->group);
+    for (;;) {
+        int64_t t0 = mono_us();
+        build_flush(c, seq);
+        if (ps_batch_error(c->out) < 0 || ps_batch_error(c->dlq) < 0) {
+            ps_error("out of memory while building a flush");
+            return PS_ERR_NOMEM;
+        }
+        if (ps_redis_sink_exec(c->sink, c->out) == PS_OK) {
+            flush_succeeded(c, seq, t0);
+            return PS_OK;
+        }
+        for (;;) {
+            if (wait_for_redis(c) < 0)
+                return PS_ERR_IO;
+            if (c->rollback)
+                return roll_back(c); /* the pending flush goes too */
+            struct token_check t = {c->instance, seq, false, 0};
+            if (ps_redis_sink_hgetall(c->sink, key, on_token, &t) == PS_OK) {
+                if (t.landed) {
+                    ps_info("flush %" PRIu64 " had landed before Redis went "
+                            "away",
+                            seq);
+                    flush_succeeded(c, seq, t0);
+                    return PS_OK;
+                }
+                break; /* not applied: write it again */
+            }
+        }
     }
-    c->commit_pending = offsets_moved(c);
-    ps_pipeline_flushed(c->pipe);
-    ps_batch_clear(c->dlq);
-    memset(&c->delta, 0, sizeof(c->delta));
-    for (size_t i = 0; i < c->parts.n; i++)
-        c->parts.v[i].flushed = c->parts.v[i].next;
-    c->flush_seq = seq;
-    c->sent = c->out;
-    c->unconfirmed = true;
-    if (ps_redis_sink_send(c->sink, c->sent) != PS_OK) {
-        if (wait_for_redis(c) < 0)
-            return PS_ERR_IO;
-        return c->rollback ? roll_back(c) : PS_OK;
-    }
-    c->inflight = true;
-    return c->o->flush_overlap ? PS_OK : flush_settle(c);
 }
 
 /* ---------------------------------------------------------- rebalance */
@@ -1526,11 +1422,6 @@ static int roll_back(run_ctx *c)
     c->total.rollbacks++;
     c->flush_seq = c->rollback_to;
     c->rollback = false;
-    if (c->inflight) { /* (never: wait_for_redis settled it) */
-        (void)ps_redis_sink_settle(c->sink);
-        c->inflight = false;
-    }
-    c->unconfirmed = c->commit_pending = c->evict_pending = false;
     int rc;
     while ((rc = load_agg_states(c, err, sizeof(err))) < 0) {
         if (rc != PS_ERR_IO) {
@@ -1646,7 +1537,7 @@ static void on_assign(run_ctx *c, rd_kafka_topic_partition_list_t *l)
 
 static void on_revoke(run_ctx *c, rd_kafka_topic_partition_list_t *l)
 {
-    if (process_round(c) < 0 || flush(c, false) < 0 || flush_settle(c) < 0) {
+    if (process_round(c) < 0 || flush(c, false) < 0) {
         ps_warn("partitions revoked before their last events were flushed; "
                 "the new owner re-consumes them from Redis's offsets");
         c->fatal = c->fatal ? c->fatal : PS_ERR_IO;
@@ -1747,10 +1638,7 @@ static int collect(run_ctx *c, int64_t deadline_ms)
 
     while (c->ev_n < max && !stop_requested && !c->fatal) {
         int timeout = 0;
-        /* wait for messages only when the round has nothing yet: held
-         * messages drained above (align_partitions) are applied at once,
-         * or the tail of a backlog crawls one wait per alignment step */
-        if (first && c->ev_n == 0) {
+        if (first) {
             int64_t left = deadline_ms - now_ms(CLOCK_MONOTONIC);
             timeout = left < 0 ? 0 : left > 100 ? 100 : (int)left;
         }
@@ -1794,9 +1682,6 @@ static int refresh_shared(run_ctx *c, int64_t now, int64_t *next)
     }
     if (!c->alone_known || c->alone)
         return PS_OK;
-    /* the totals read next must include our flush in flight */
-    if (flush_settle(c) < 0)
-        return PS_ERR_IO;
     return ps_pipeline_refresh_shared(c->pipe);
 }
 
@@ -1830,15 +1715,10 @@ static int main_loop(run_ctx *c)
     int64_t stats_ms = now_ms(CLOCK_MONOTONIC), stats_in = 0;
     int64_t next_stats = stats_ms + c->o->stats_interval_s * 1000;
     int64_t next_due = 0, next_refresh = 0;
-    int64_t prev_at = now_ms(CLOCK_MONOTONIC), prev_in = 0;
 
     while (!stop_requested) {
         if (collect(c, next_flush) < 0 || process_round(c) < 0)
             return c->fatal ? c->fatal : PS_ERR;
-        /* the flush in flight: take its outcome as soon as it is there
-         * (a failure pauses here until Redis is back) */
-        if (settle_flush(c, false) < 0 && wait_for_redis(c) < 0)
-            return PS_ERR_IO;
         int64_t now = now_ms(CLOCK_MONOTONIC);
         bool done = c->o->exit_at_end && caught_up(c);
         if (now >= next_due || done) {
@@ -1847,14 +1727,7 @@ static int main_loop(run_ctx *c)
                 return c->fatal ? c->fatal : PS_ERR_IO;
             next_due = now + 1000;
         }
-        /* early: a flush of bounded size, and --max-customers (idle
-         * customers are evicted once what they wrote has landed) */
-        size_t cap_cust = (size_t)c->o->max_customers;
-        if (now >= next_flush || done ||
-            ps_pipeline_dirty_count(c->pipe) >=
-                (size_t)c->o->flush_max_customers ||
-            (cap_cust > 0 && ps_pipeline_customer_count(c->pipe) >
-                                 cap_cust + cap_cust / 10)) {
+        if (now >= next_flush || done) {
             c->lag = ps_kafka_lag(c->rk, &c->parts);
             /* a heartbeat when idle: metrics (lag, last_flush_ms) stay
              * fresh, and a Redis that restarted -- perhaps from an older
@@ -1873,25 +1746,9 @@ static int main_loop(run_ctx *c)
             int64_t took = c->last_flush_us / 1000;
             int64_t wait = 4 * took > interval ? 4 * took : interval;
             int64_t cap = interval > 1000 ? interval : 1000;
-            /* Catching up (a backlog): how far behind, in time, at the
-             * rate of the last period.  Redis cannot be fresher than
-             * that anyway, so flushes may be spaced up to it (at most
-             * --catchup-flush-ms): a customer with several events in the
-             * backlog is then written once instead of once a second. */
-            int64_t got = c->total.in - prev_in;
-            if (got > 0 && c->lag > 0 && now > prev_at) {
-                double behind = (double)c->lag * (double)(now - prev_at) /
-                                (double)got;
-                int64_t b = behind < (double)c->o->catchup_flush_ms
-                                ? (int64_t)behind
-                                : c->o->catchup_flush_ms;
-                cap = b > cap ? b : cap;
-            }
-            prev_at = now;
-            prev_in = c->total.in;
             next_flush = now + (wait < cap ? wait : cap);
             if (refresh_shared(c, now, &next_refresh) < 0)
-                return c->fatal ? c->fatal : PS_ERR_IO;
+                return PS_ERR_NOMEM;
         }
         if (c->o->stats_interval_s > 0 && now >= next_stats) {
             c->lag = ps_kafka_lag(c->rk, &c->parts);
@@ -1899,10 +1756,6 @@ static int main_loop(run_ctx *c)
             next_stats = now + c->o->stats_interval_s * 1000;
         }
         if (done && !flush_needed(c)) {
-            if (flush_settle(c) < 0)
-                return PS_ERR_IO;
-            if (flush_needed(c))
-                continue; /* (rolled back: consume again) */
             ps_info("caught up: every assigned partition consumed to its "
                     "end and flushed");
             return PS_OK;
@@ -2049,9 +1902,7 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     conf->reco_n = c->o->reco_n;
     conf->next_prior_strength = c->o->next_prior_strength;
     c->pipe = ps_pipeline_new(conf, err, errsz);
-    c->outs[0] = ps_batch_new(c->o->prefix);
-    c->outs[1] = ps_batch_new(c->o->prefix);
-    c->out = c->outs[0];
+    c->out = ps_batch_new(c->o->prefix);
     c->dlq = ps_batch_new(c->o->prefix);
     c->evs = calloc(bm, sizeof(*c->evs));
     c->ev_cust = calloc(bm, sizeof(*c->ev_cust));
@@ -2069,8 +1920,7 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     c->due_cap = bm < 1000 ? bm : 1000;
     c->due_buf = malloc(c->due_cap * PS_ID_MAX);
     c->due_len = calloc(c->due_cap, sizeof(*c->due_len));
-    if (c->pipe == NULL || c->outs[0] == NULL || c->outs[1] == NULL ||
-        c->dlq == NULL ||
+    if (c->pipe == NULL || c->out == NULL || c->dlq == NULL ||
         c->evs == NULL || c->ev_cust == NULL || c->ev_prod == NULL ||
         c->ev_camp == NULL || c->arena == NULL || c->miss_set == NULL ||
         c->miss == NULL || c->keys == NULL || c->keylens == NULL ||
@@ -2091,12 +1941,6 @@ static int setup(run_ctx *c, char *err, size_t errsz)
     char serr[256];
     c->sink = ps_redis_sink_new(&rc, serr, sizeof(serr));
     if (c->sink == NULL) {
-        ps_set_err(err, errsz, "cannot use Redis at %s: %s", c->o->redis,
-                   serr);
-        return PS_ERR_IO;
-    }
-    c->rsink = ps_redis_sink_new(&rc, serr, sizeof(serr));
-    if (c->rsink == NULL) {
         ps_set_err(err, errsz, "cannot use Redis at %s: %s", c->o->redis,
                    serr);
         return PS_ERR_IO;
@@ -2162,13 +2006,11 @@ static void teardown(run_ctx *c)
         rd_kafka_destroy(c->dlq_rk);
     }
     ps_redis_sink_destroy(c->sink);
-    ps_redis_sink_destroy(c->rsink);
     if (c->progress != NULL)
         munmap((void *)c->progress, sizeof(int64_t));
     ps_pipeline_destroy(c->pipe);
     ps_decoder_destroy(c->dec);
-    ps_batch_destroy(c->outs[0]);
-    ps_batch_destroy(c->outs[1]);
+    ps_batch_destroy(c->out);
     ps_batch_destroy(c->dlq);
     ps_parts_free(&c->parts);
     free(c->evs);
@@ -2234,7 +2076,7 @@ int ps_cmd_run(int argc, char **argv)
         /* a graceful stop (SIGTERM/SIGINT, or the end with -e): apply
          * the round, close every funnel already due (close_due), flush */
         if (process_round(&c) < 0 || close_due(&c, true) < 0 ||
-            flush(&c, false) < 0 || flush_settle(&c) < 0)
+            flush(&c, false) < 0)
             rc = PS_ERR_IO;
     }
     if (rc == PS_ERR_IO)
