@@ -5,10 +5,8 @@
  * appends all its commands to hiredis's output buffer, then reads every
  * reply (one round trip per window of GETs).  A flush is formatted once
  * into RESP by ps_batch_resp (MULTI, the batch, EXEC), written straight to
- * the socket, and its replies are taken in later, through hiredis's reply
- * reader: all at once (exec, settle) or as they arrive (poll), so the
- * caller can consume and apply events while Redis runs the transaction.
- * The batch in flight is kept only to name a failed command.
+ * the socket, and its replies are read through hiredis's reply reader:
+ * one round trip per flush however many keys it writes.
  *
  * Errors.  hiredis cannot reuse a context after an I/O or protocol error,
  * and a reply error inside a flush means Redis no longer matches the
@@ -65,7 +63,6 @@
 #include <sys/time.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <unistd.h>
 #include <time.h>
 
@@ -98,14 +95,7 @@ struct ps_redis_sink {
     int64_t next_attempt_ms; /* CLOCK_MONOTONIC; no connect before this */
     int backoff_ms;          /* wait after the next failed attempt */
 
-    /* the transaction in flight (ps_redis_sink_send): its batch (NULL when
-     * none), commands, replies handled, first error, argument bytes */
-    const ps_batch *pend;
-    size_t pend_n, pend_got, pend_bytes;
-    int pend_rc;
-    bool settled;   /* its outcome is known and not yet taken ... */
-    int settled_rc; /* ... by ps_redis_sink_settle: this one */
-    ps_wbuf resp;   /* its RESP bytes, reused by every flush */
+    ps_wbuf resp; /* a flush's RESP bytes, reused by every flush */
 
     const char **argv; /* scratch for ps_batch_argv */
     size_t *argvlen;
@@ -528,43 +518,42 @@ static int write_all(ps_redis_sink *s, const unsigned char *buf, size_t len)
     return PS_OK;
 }
 
-/* Check the reply with index pend_got of the transaction in flight:
- * MULTI's +OK, one +QUEUED (or -ERR) per command, then EXEC's array.  The
- * first problem is kept in pend_rc (with errstr). */
-static void tx_reply(ps_redis_sink *s, const redisReply *r)
+/* Check reply idx of a transaction of n commands: MULTI's +OK, one
+ * +QUEUED (or -ERR) per command, then EXEC's array.  The first problem
+ * goes into *rc (with errstr). */
+static void check_reply(ps_redis_sink *s, const ps_batch *batch, size_t n,
+                        size_t idx, const redisReply *r, int *rc)
 {
-    const ps_batch *batch = s->pend;
-    size_t n = s->pend_n, idx = s->pend_got++;
     char name[32];
 
-    if (s->pend_rc != PS_OK && idx <= n)
+    if (*rc != PS_OK && idx <= n)
         return; /* explained already; EXEC will say EXECABORT */
     if (idx == 0) {
         if (r->type == REDIS_REPLY_ERROR) {
             set_err(s, "redis %s:%d: MULTI failed: %s", s->host, s->port,
                     r->str);
-            s->pend_rc = PS_ERR_IO;
+            *rc = PS_ERR_IO;
         }
     } else if (idx <= n) {
         if (r->type == REDIS_REPLY_ERROR) {
             set_err(s, "redis %s:%d: command %zu (%s) rejected: %s", s->host,
                     s->port, idx - 1,
                     cmd_name(s, batch, idx - 1, name, sizeof(name)), r->str);
-            s->pend_rc = PS_ERR_IO;
+            *rc = PS_ERR_IO;
         }
-    } else if (s->pend_rc != PS_OK) {
+    } else if (*rc != PS_OK) {
         /* Already explained by the first rejected command (EXECABORT). */
     } else if (r->type == REDIS_REPLY_ERROR) {
         set_err(s, "redis %s:%d: EXEC failed: %s", s->host, s->port, r->str);
-        s->pend_rc = PS_ERR_IO;
+        *rc = PS_ERR_IO;
     } else if (r->type != REDIS_REPLY_ARRAY) {
         set_err(s, "redis %s:%d: EXEC returned %s, transaction not applied",
                 s->host, s->port, reply_type_name(r->type));
-        s->pend_rc = PS_ERR_IO;
+        *rc = PS_ERR_IO;
     } else if (r->elements != n) {
         set_err(s, "redis %s:%d: EXEC returned %zu replies for %zu commands",
                 s->host, s->port, r->elements, n);
-        s->pend_rc = PS_ERR_IO;
+        *rc = PS_ERR_IO;
     } else {
         for (size_t i = 0; i < n; i++) {
             const redisReply *e = r->element[i];
@@ -572,154 +561,77 @@ static void tx_reply(ps_redis_sink *s, const redisReply *r)
                 set_err(s, "redis %s:%d: command %zu (%s) failed: %s",
                         s->host, s->port, i,
                         cmd_name(s, batch, i, name, sizeof(name)), e->str);
-                s->pend_rc = PS_ERR_IO;
+                *rc = PS_ERR_IO;
                 break;
             }
         }
     }
 }
 
-/* Take in the replies of the transaction in flight that have arrived;
- * with block, wait for all of them.  1 when all are in, 0 when some are
- * still to come (only without block), PS_ERR_IO on a connection error. */
-static int tx_pump(ps_redis_sink *s, bool block)
+/* MULTI, the batch, EXEC as RESP bytes in s->resp; 0 or PS_ERR_IO. */
+static int format_tx(ps_redis_sink *s, const ps_batch *batch, size_t n)
 {
-    size_t want = s->pend_n + 2;
-    for (;;) {
-        while (s->pend_got < want) {
-            void *r = NULL;
-            if (redisReaderGetReply(s->c->reader, &r) != REDIS_OK) {
-                set_err(s, "redis %s:%d: transaction: protocol error: %s",
-                        s->host, s->port, s->c->reader->errstr);
-                return PS_ERR_IO;
-            }
-            if (r == NULL)
-                break;
-            tx_reply(s, r);
-            freeReplyObject(r);
-        }
-        if (s->pend_got == want)
-            return 1;
-        if (!block) {
-            struct pollfd p = {.fd = s->c->fd, .events = POLLIN};
-            if (poll(&p, 1, 0) <= 0)
-                return 0;
-        }
-        if (redisBufferRead(s->c) != REDIS_OK) {
-            set_io_err(s, "transaction");
-            return PS_ERR_IO;
-        }
-    }
-}
-
-/* The transaction in flight has its outcome (rc): keep it for
- * ps_redis_sink_settle. */
-static void tx_finish(ps_redis_sink *s, int rc)
-{
-    if (rc == PS_OK) {
-        s->stats.transactions++;
-        s->stats.commands += s->pend_n;
-        s->stats.bytes += s->pend_bytes;
-    } else {
-        drop(s);
-        s->stats.failures++;
-    }
-    s->pend = NULL;
-    s->settled = true;
-    s->settled_rc = rc;
-}
-
-/* Wait for the outcome of the transaction in flight, if any. */
-static void tx_wait(ps_redis_sink *s)
-{
-    if (s->pend == NULL)
-        return;
-    int r = tx_pump(s, true);
-    tx_finish(s, r == 1 ? s->pend_rc : PS_ERR_IO);
-}
-
-int ps_redis_sink_send(ps_redis_sink *s, const ps_batch *batch)
-{
-    assert(s->pend == NULL && !s->settled &&
-           "ps_redis_sink_send before the last one was settled");
-    size_t n = ps_batch_count(batch);
-    if (n == 0) {
-        s->settled = true;
-        s->settled_rc = PS_OK;
-        return PS_OK;
-    }
-    if (ensure_connected(s) != PS_OK) {
-        s->stats.failures++;
-        return PS_ERR_IO;
-    }
     ps_wbuf_reset(&s->resp);
     ps_wbuf_put(&s->resp, "*1\r\n$5\r\nMULTI\r\n", 15);
     ps_batch_resp(batch, &s->resp);
     ps_wbuf_put(&s->resp, "*1\r\n$4\r\nEXEC\r\n", 14);
-    if (s->resp.oom) {
-        ps_wbuf_clear(&s->resp);
-        ps_wbuf_init(&s->resp);
-        set_err(s, "redis %s:%d: out of memory", s->host, s->port);
-        s->stats.failures++;
-        return PS_ERR_IO;
-    }
     /* the scratch argv of cmd_name must hold the batch's largest argc */
     size_t most = 0;
     for (size_t i = 0; i < n; i++) {
         size_t argc = ps_batch_argc(batch, i);
         most = argc > most ? argc : most;
     }
-    if (reserve_argv(s, most) != PS_OK) {
+    if (s->resp.oom || reserve_argv(s, most) != PS_OK) {
+        ps_wbuf_clear(&s->resp);
+        ps_wbuf_init(&s->resp);
         set_err(s, "redis %s:%d: out of memory", s->host, s->port);
+        return PS_ERR_IO;
+    }
+    return PS_OK;
+}
+
+int ps_redis_sink_exec(ps_redis_sink *s, const ps_batch *batch)
+{
+    size_t n = ps_batch_count(batch);
+    if (n == 0)
+        return PS_OK;
+    if (ensure_connected(s) != PS_OK || format_tx(s, batch, n) != PS_OK) {
         s->stats.failures++;
         return PS_ERR_IO;
     }
     sigpipe_guard g;
     sigpipe_block(&g);
     int rc = write_all(s, s->resp.data, s->resp.len);
+    /* then the replies, in order: +OK, n x +QUEUED, EXEC's array */
+    for (size_t idx = 0; rc == PS_OK && idx < n + 2; idx++) {
+        redisReply *r = read_reply(s, "transaction");
+        if (r == NULL) {
+            rc = PS_ERR_IO;
+            break;
+        }
+        int bad = PS_OK;
+        check_reply(s, batch, n, idx, r, &bad);
+        freeReplyObject(r);
+        if (bad != PS_OK) { /* read the rest, keep the first reason */
+            for (idx++; idx < n + 2; idx++) {
+                if ((r = read_reply(s, "transaction")) == NULL)
+                    break;
+                freeReplyObject(r);
+            }
+            rc = bad;
+            break;
+        }
+    }
     sigpipe_unblock(&g);
     if (rc != PS_OK) {
         drop(s);
         s->stats.failures++;
         return PS_ERR_IO;
     }
-    s->pend = batch;
-    s->pend_n = n;
-    s->pend_got = 0;
-    s->pend_rc = PS_OK;
-    s->pend_bytes = ps_batch_bytes(batch);
+    s->stats.transactions++;
+    s->stats.commands += n;
+    s->stats.bytes += ps_batch_bytes(batch);
     return PS_OK;
-}
-
-bool ps_redis_sink_poll(ps_redis_sink *s)
-{
-    if (s->pend == NULL)
-        return true;
-    int r = tx_pump(s, false);
-    if (r == 0)
-        return false;
-    tx_finish(s, r == 1 ? s->pend_rc : PS_ERR_IO);
-    return true;
-}
-
-bool ps_redis_sink_in_flight(const ps_redis_sink *s)
-{
-    return s->pend != NULL || s->settled;
-}
-
-int ps_redis_sink_settle(ps_redis_sink *s)
-{
-    tx_wait(s);
-    if (!s->settled)
-        return PS_OK;
-    s->settled = false;
-    return s->settled_rc;
-}
-
-int ps_redis_sink_exec(ps_redis_sink *s, const ps_batch *batch)
-{
-    int rc = ps_redis_sink_send(s, batch);
-    return rc != PS_OK ? rc : ps_redis_sink_settle(s);
 }
 
 /* ------------------------------------------------------------------------
@@ -730,7 +642,6 @@ int ps_redis_sink_exec(ps_redis_sink *s, const ps_batch *batch)
  * and on failure drop the connection and count it. */
 static int call_begin(ps_redis_sink *s, sigpipe_guard *g)
 {
-    tx_wait(s); /* its replies come first; its outcome is kept */
     if (ensure_connected(s) != PS_OK) {
         s->stats.failures++;
         return PS_ERR_IO;

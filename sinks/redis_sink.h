@@ -3,8 +3,7 @@
  *
  * One blocking connection.  ps_redis_sink_exec() sends a whole ps_batch as
  * one MULTI ... EXEC transaction, pipelined (all commands written, then all
- * replies read), so a flush is one round trip however many keys it writes;
- * send / settle split it so the caller can overlap it with its own work.
+ * replies read), so a flush is one round trip however many keys it writes.
  *
  * Failure model: when the connection drops or a reply is an error, the
  * context is freed and the call returns PS_ERR_IO with the reason in
@@ -49,31 +48,10 @@ int ps_redis_sink_reconnect(ps_redis_sink *sink);
 
 /* Send batch as one MULTI/EXEC.  0 when EXEC replied with every command
  * applied; PS_ERR_IO otherwise (see the failure model above).  An empty
- * batch is a no-op returning 0.  Same as send, then settle. */
+ * batch is a no-op returning 0.  The batch is written as it is encoded
+ * by ps_batch_resp, not formatted again argument by argument. */
 int ps_redis_sink_exec(ps_redis_sink *sink, const ps_batch *batch);
 
-/*
- * The same in two halves, so the caller can go on working while Redis
- * executes the transaction (one at a time):
- *
- *   send    writes MULTI, the batch, EXEC (formatted once, ps_batch_resp)
- *           and returns without waiting: 0, or PS_ERR_IO when the write
- *           failed (the outcome is then unknown, as for exec).  The batch
- *           must stay unchanged until the transaction is settled (it names
- *           a failed command).  Only one transaction may be in flight:
- *           send again only after settle.
- *   poll    takes in whatever replies have arrived, without blocking;
- *           true when the outcome is known (or nothing is in flight).
- *   settle  waits for the outcome and returns it like exec (0 when
- *           nothing was in flight).  Until settle, in_flight is true.
- *
- * A read call (get_many, hgetall, ...) made while a transaction is in
- * flight first waits for its replies and keeps its outcome for settle.
- */
-int ps_redis_sink_send(ps_redis_sink *sink, const ps_batch *batch);
-bool ps_redis_sink_poll(ps_redis_sink *sink);
-bool ps_redis_sink_in_flight(const ps_redis_sink *sink);
-int ps_redis_sink_settle(ps_redis_sink *sink);
 
 /* Pipelined GET of n keys; cb is called once per key in order, with
  * val == NULL when the key does not exist.  0 or PS_ERR_IO. */
